@@ -1,0 +1,211 @@
+"""Command implementations behind the fab tasks: parse arguments, load YAML, call operations,
+hand results to the report layer, return an exit code (docs/commands.md)."""
+
+import signal
+import threading
+from pathlib import Path
+
+from . import fleet as fleet_mod
+from . import inventory as inventory_mod
+from . import operations as ops
+from . import pipeline as pipeline_mod
+from . import plan as planner
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NEEDS_HUMAN, EXIT_OK, ConfigError, DeployError
+from .report import Reporter, write_json, write_junit
+
+PROJECT = Path(__file__).resolve().parent.parent
+DEFAULT_INVENTORY = "hosts"
+DEFAULT_PIPELINE = "playbooks/laravel.yml"
+
+
+def _path(value, default):
+    path = Path(value or default)
+    if not path.is_absolute() and not path.exists() and (PROJECT / path).exists():
+        path = PROJECT / path
+    return path
+
+
+def load(host, inventory=None, pipeline=None, source=None):
+    inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
+    hosts = inv.select(host)
+    pipe = pipeline_mod.load(_path(pipeline, DEFAULT_PIPELINE), source_override=source)
+    return hosts, pipe
+
+
+def exit_code(results):
+    states = [r.state for r in results]
+    if any(s in (ops.NEEDS_HUMAN,) for s in states):
+        return EXIT_NEEDS_HUMAN
+    if all(s in ops.OK_STATES for s in states):
+        return EXIT_OK
+    return EXIT_FAILED
+
+
+class _Interrupt:
+    """First Ctrl-C / SIGTERM: stop starting new hosts and batches, let running hosts finish
+    their current phase (so no `current` is left half-switched) and roll back as usual."""
+
+    def __init__(self, reporter):
+        self.event = threading.Event()
+        self.reporter = reporter
+        self.old = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if not self.event.is_set():
+            self.event.set()
+            self.reporter({"type": "message", "text": f"{signal.Signals(signum).name}: no new host will start; "
+                           "hosts in progress finish their step and end in a consistent state"})
+
+    def __exit__(self, *exc):
+        for sig, old in self.old.items():
+            signal.signal(sig, old)
+
+
+def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_run=False, parallel=None,
+           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, reporter=None):
+    reporter = reporter or Reporter()
+    try:
+        hosts, pipe = load(host, inventory, pipeline, source)
+        release = planner.check_release_id(release) if release else planner.new_release_id()
+        if serial:
+            serial = [s.strip() for s in str(serial).split(",") if s.strip()]
+            for s in serial:
+                if not (s.isdigit() and int(s) > 0) and not (s.endswith("%") and s[:-1].isdigit()):
+                    raise ConfigError(f"bad --serial value {s!r}", hint="e.g. --serial 1,25%,100%")
+            serial = [int(s) if s.isdigit() else s for s in serial]
+        if max_fail is not None and not (str(max_fail).isdigit() or (str(max_fail).endswith("%") and str(max_fail)[:-1].isdigit())):
+            raise ConfigError(f"bad --max-fail value {max_fail!r}", hint="a count (2) or a percentage (10%)")
+        operator = planner.Operator.here()
+        # Plan every host first: a bad setting for any host stops the run before any SSH.
+        plans = {h.name: planner.deploy(h, pipe, release, operator) for h in hosts}
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_BAD_INPUT
+    if dry_run:
+        for h in hosts:
+            reporter.plan(h, plans[h.name], extra=_plan_footer(pipe))
+        return EXIT_OK
+    reporter.message(f"deploying release {release} to {len(hosts)} host(s): {', '.join(h.name for h in hosts)}")
+    reporter.start([h.name for h in hosts])
+    with _Interrupt(reporter) as interrupt:
+        fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=parallel, stop_event=interrupt.event)
+        try:
+            results = fleet.deploy(release, serial=serial, max_fail=max_fail, rollback_all=rollback_all)
+        finally:
+            reporter.stop()
+    reporter.summary(results, title=f"release {release}")
+    code = exit_code(results)
+    if interrupt.event.is_set() and code == EXIT_OK:
+        code = EXIT_INTERRUPTED
+    _write_reports(report, junit, "deploy", release, results, code)
+    return code
+
+
+def _plan_footer(pipe):
+    _, _, after = pipe.split()
+    names = ", ".join(s.name for s in after if s.module.ON_ROLLBACK)
+    return (f"## on failure before activate: the new release is removed, current is never touched\n"
+            f"## on failure after activate: current goes back to the previous release, then {names} run for it, "
+            f"and the failed release is marked bad")
+
+
+def _write_reports(report, junit, action, release, results, code):
+    if report:
+        write_json(report, {"action": action, "release": release, "exit_code": code,
+                            "hosts": [r.as_dict() for r in results]})
+    if junit:
+        write_junit(junit, results, name=f"{action} {release or ''}".strip())
+
+
+def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parallel=None, report=None,
+             junit=None, reporter=None):
+    reporter = reporter or Reporter()
+    try:
+        hosts, pipe = load(host, inventory, pipeline)
+        if to:
+            planner.check_release_id(to)
+        operator = planner.Operator.here()
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_BAD_INPUT
+    quiet = (lambda e: None) if dry_run else reporter
+    fleet = fleet_mod.Fleet(hosts, pipe, operator, quiet, parallel=parallel)
+    if not dry_run:
+        reporter.start([h.name for h in hosts])
+    try:
+        out = fleet.map(lambda h: ops.rollback_host(h, pipe, operator, quiet, to=to, dry_run=dry_run), hosts)
+    finally:
+        reporter.stop()
+    results = [r for r, _ in out]
+    if dry_run:
+        for h, (r, steps) in zip(hosts, out):
+            if steps:
+                reporter.plan(h, steps)
+            else:
+                reporter.message(f"# host {h.name}: {r.state}: {r.message}")
+        return EXIT_OK if all(s for _, s in out) else EXIT_FAILED
+    reporter.summary(results, title="rollback")
+    code = exit_code([r if r.state != ops.ROLLED_BACK else _ok(r) for r in results])
+    _write_reports(report, junit, "rollback", to, results, code)
+    return code
+
+
+def _ok(r):
+    clone = ops.HostResult(r.host, r.release, state=ops.DEPLOYED)
+    return clone
+
+
+def releases(host, inventory=None, pipeline=None, as_json=False, reporter=None):
+    reporter = reporter or Reporter()
+    try:
+        inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
+        hosts = inv.select(host)
+        pipe = _pipeline_or_none(pipeline)
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_BAD_INPUT
+    fleet = fleet_mod.Fleet(hosts, pipe, planner.Operator.here(), lambda e: None)
+    states = fleet.map(lambda h: ops.host_state(h, pipe, None), hosts)
+    if as_json:
+        import json
+        reporter.message(json.dumps(states, indent=2))
+    else:
+        for s in states:
+            reporter.releases(s)
+    return EXIT_FAILED if any("error" in s for s in states) else EXIT_OK
+
+
+def unlock(host, inventory=None, reporter=None):
+    reporter = reporter or Reporter()
+    try:
+        inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
+        hosts = inv.select(host)
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_BAD_INPUT
+    fleet = fleet_mod.Fleet(hosts, None, planner.Operator.here(), lambda e: None, parallel=fleet_mod.DEFAULT_PARALLEL)
+    code = EXIT_OK
+    for r in fleet.map(lambda h: ops.unlock_host(h, None, None), hosts):
+        if "error" in r:
+            reporter.message(f"{r['host']}: {r['error']}")
+            code = EXIT_FAILED
+        elif r["removed"]:
+            reporter.message(f"{r['host']}: lock removed (was: {r['was']})")
+        else:
+            reporter.message(f"{r['host']}: no lock")
+    return code
+
+
+def _pipeline_or_none(pipeline):
+    try:
+        return pipeline_mod.load(_path(pipeline, DEFAULT_PIPELINE))
+    except ConfigError:
+        if pipeline:
+            raise
+        return None

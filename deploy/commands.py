@@ -1,0 +1,133 @@
+"""A command is data: a trusted shell template plus values that are always quoted when rendered.
+
+Steps build Commands; the executor renders and runs them; plans, logs and reports print the
+masked rendering. Secrets render as *** everywhere except in the string actually executed.
+"""
+
+import shlex
+from dataclasses import dataclass, field
+
+MASK = "***"
+
+
+class Secret:
+    """A value that must never be printed. `str()` is masked on purpose."""
+
+    __slots__ = ("value", "name")
+
+    def __init__(self, value, name=None):
+        self.value = str(value)
+        self.name = name
+
+    def __str__(self):
+        return MASK
+
+    __repr__ = __str__
+
+    def __eq__(self, other):
+        return isinstance(other, Secret) and other.value == self.value
+
+    def __hash__(self):
+        return hash(("secret", self.value))
+
+
+class Raw:
+    """A shell fragment written by the user in YAML (a `run` step, an inventory reload command).
+
+    It is run as written, on purpose: quoting it would break pipes and redirects. Values that
+    come from elsewhere must never be wrapped in Raw.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, text):
+        self.text = str(text)
+
+    def __eq__(self, other):
+        return isinstance(other, Raw) and other.text == self.text
+
+    def __hash__(self):
+        return hash(("raw", self.text))
+
+
+def quote(value, reveal):
+    if isinstance(value, Secret):
+        return shlex.quote(value.value) if reveal else MASK
+    if isinstance(value, Raw):
+        return value.text
+    return shlex.quote(str(value))
+
+
+@dataclass(frozen=True)
+class Command:
+    """One shell command.
+
+    template: shell text from this project's code, `{}` placeholders for values.
+    args: the values (str, Secret, Raw), quoted at render time.
+    sudo: wrap in `sudo -n sh -c` (the step decides; only set when the login user is not root).
+    local: run on the controller (rsync), not on the host.
+    ok_codes: exit codes that count as success.
+    """
+
+    template: str
+    args: tuple = ()
+    sudo: bool = False
+    local: bool = False
+    ok_codes: tuple = (0,)
+    desc: str = ""
+    capture: str | None = None  # the executor keeps this command's output under that name
+
+    def render(self, reveal=False):
+        text = self.template.format(*(quote(a, reveal) for a in self.args))
+        if self.sudo:
+            # The whole command goes to one root shell so pipes/&& stay under sudo too.
+            inner = text if reveal else self.template.format(*(quote(a, True) if not isinstance(a, Secret) else f"__SECRET{i}__"
+                                                             for i, a in enumerate(self.args)))
+            quoted = shlex.quote(inner)
+            if not reveal:
+                for i, a in enumerate(self.args):
+                    if isinstance(a, Secret):
+                        quoted = quoted.replace(f"__SECRET{i}__", MASK)
+            return f"sudo -n sh -c {quoted}"
+        return text
+
+    def __str__(self):
+        return self.render()
+
+    @property
+    def secrets(self):
+        return [a.value for a in self.args if isinstance(a, Secret)]
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file from this package copied to the host over the existing SSH connection (SFTP)."""
+
+    local_path: str
+    remote_path: str
+    mode: int = 0o644
+    desc: str = ""
+    local: bool = field(default=False, init=False)
+    ok_codes: tuple = field(default=(0,), init=False)
+    capture: None = field(default=None, init=False)
+
+    def render(self, reveal=False):
+        return f"put {self.local_path} {shlex.quote(self.remote_path)} (mode {self.mode:04o})"
+
+    def __str__(self):
+        return self.render()
+
+    @property
+    def secrets(self):
+        return []
+
+
+def sh(template, *args, **kw):
+    return Command(template, tuple(args), **kw)
+
+
+def mask(text, secrets):
+    """Replace every secret value in free text (command output) by ***."""
+    for value in sorted((s for s in secrets if s), key=len, reverse=True):
+        text = text.replace(value, MASK)
+    return text

@@ -1,0 +1,353 @@
+"""Per-host operations: deploy, rollback, list releases, unlock. Each ends in one named state.
+
+States (docs/commands.md): deployed, rolled back, failed before switch, unreachable, locked,
+needs human, untouched, planned.
+"""
+
+import json
+import posixpath
+import time
+from dataclasses import dataclass, field
+
+from . import plan as planner
+from .context import StepContext
+from .executor import Runner
+from .transport import Transport, TransportError
+
+DEPLOYED = "deployed"
+ROLLED_BACK = "rolled back"
+FAILED_BEFORE_SWITCH = "failed before switch"
+UNREACHABLE = "unreachable"
+LOCKED = "locked"
+NEEDS_HUMAN = "needs human"
+UNTOUCHED = "untouched"
+PLANNED = "planned"
+FAILED = "failed"
+
+OK_STATES = (DEPLOYED, PLANNED, UNTOUCHED)
+
+
+@dataclass
+class HostResult:
+    host: str
+    release: str | None
+    state: str = UNTOUCHED
+    previous: str | None = None
+    message: str = ""
+    steps: list = field(default_factory=list)        # StepResults, in run order (rollback steps too)
+    actions: list = field(default_factory=list)      # remediation / rollback actions, with reasons
+    executed: list = field(default_factory=list)     # masked commands actually run
+    switched: bool = False
+    duration: float = 0.0
+    activated_to_verified: float | None = None
+    rsync_files: int | None = None
+
+    def as_dict(self):
+        return {
+            "host": self.host, "release": self.release, "state": self.state, "previous": self.previous,
+            "message": self.message, "switched": self.switched, "duration": round(self.duration, 3),
+            "activated_to_verified": None if self.activated_to_verified is None else round(self.activated_to_verified, 3),
+            "rsync_files_transferred": self.rsync_files,
+            "actions": self.actions,
+            "steps": [{"name": s.name, "kind": s.kind, "status": s.status, "duration": round(s.duration, 3),
+                       "commands": [{"command": c.command, "exit_code": c.exit_code, "duration": round(c.duration, 3),
+                                     "local": c.local, "output": c.output} for c in s.commands]}
+                      for s in self.steps],
+        }
+
+
+def _release_of(link):
+    return posixpath.basename(link.strip().rstrip("/")) if link and link.strip() else None
+
+
+def _rsync_files(steps):
+    for s in steps:
+        for c in s.commands:
+            if c.local and "Number of regular files transferred:" in c.output:
+                for line in c.output.splitlines():
+                    if line.startswith("Number of regular files transferred:"):
+                        return int(line.split(":")[1].strip().replace(",", ""))
+    return None
+
+
+def connect(host):
+    return Transport(host).connect()
+
+
+def deploy_host(host, pipeline, release, operator, emit, transport=None):
+    """Deploy one host. Never raises for host-side failures: they end in the result's state."""
+    t_start = time.monotonic()
+    result = HostResult(host.name, release)
+    emit({"type": "host_start", "host": host.name, "release": release})
+    try:
+        transport = transport or connect(host)
+    except TransportError as exc:
+        result.state, result.message = UNREACHABLE, str(exc)
+        emit({"type": "host_end", "host": host.name, "result": result})
+        return result
+    runner = Runner(transport, host, emit)
+    try:
+        _deploy(host, pipeline, release, operator, runner, result)
+    except TransportError as exc:
+        result.steps.extend(getattr(exc, "results", []))
+        result.state = NEEDS_HUMAN if result.switched else UNREACHABLE
+        result.message = f"{exc} ({'after' if result.switched else 'before'} the switch of current)"
+    finally:
+        transport.close()
+        result.executed = runner.executed
+        result.duration = time.monotonic() - t_start
+        result.rsync_files = _rsync_files(result.steps)
+    emit({"type": "host_end", "host": host.name, "result": result})
+    return result
+
+
+def _deploy(host, pipeline, release, operator, runner, result):
+    steps = planner.deploy(host, pipeline, release, operator)
+    prepare, body, finalize = steps[0], steps[1:-1], steps[-1]
+    res = runner.run([prepare])
+    result.steps.extend(res)
+    if res[0].status != "ok":
+        failed = res[0].failed_command
+        if failed and failed.exit_code == planner.LOCKED_EXIT:
+            result.state = LOCKED
+            result.message = "deploy lock is held: " + _lock_text(failed.output)
+            return
+        if failed and failed.exit_code == planner.ALREADY_LIVE_EXIT:
+            _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, release), operator)])])
+            result.state = FAILED_BEFORE_SWITCH
+            result.message = f"release {release} is already live on {host.name}; nothing to do (use a new --release id)"
+            return
+        _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, release), operator)])])
+        result.state = FAILED_BEFORE_SWITCH
+        result.message = _failure_text(res[0])
+        return
+    result.previous = _release_of(runner.facts.get("previous"))
+
+    res = runner.run(body)
+    result.steps.extend(res)
+    activate_index = next(i for i, s in enumerate(body) if s.kind == "activate")
+    result.switched = res[activate_index].status == "ok"
+    failed_step = next((r for r in res if r.status == "failed"), None)
+    if failed_step is None:
+        t_act = _activated_at(res, activate_index)
+        result.activated_to_verified = t_act
+        result.steps.extend(runner.run([finalize]))
+        result.state = DEPLOYED
+        return
+    reason = _failure_text(failed_step)
+    if not result.switched:
+        result.steps.extend(runner.run(planner.discard(host, pipeline, release, operator, reason)))
+        result.state = FAILED_BEFORE_SWITCH
+        result.message = reason
+        return
+    # Failed after the switch: go back to the previous release and prove the pool runs it.
+    if not result.previous:
+        mark = planner.rollback(host, pipeline, release, operator, failed=release, reason=reason)[0]
+        result.steps.extend(runner.run([mark, planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, release), operator)])]))
+        result.state = NEEDS_HUMAN
+        result.message = f"{reason}; no previous release to roll back to, {release} stays live (marked bad)"
+        return
+    result.actions.append({"action": "rollback", "to": result.previous, "why": reason})
+    rb = runner.run(planner.rollback(host, pipeline, result.previous, operator, failed=release, reason=reason,
+                                     action="auto-rollback"))
+    for r in rb:
+        r.name = r.name if "rollback" in r.name else f"{r.name} (rollback)"
+    result.steps.extend(rb)
+    failed_rb = next((r for r in rb if r.status == "failed"), None)
+    if failed_rb:
+        result.state = NEEDS_HUMAN
+        result.message = f"{reason}; rollback to {result.previous} FAILED: {_failure_text(failed_rb)}"
+    else:
+        result.state = ROLLED_BACK
+        result.message = f"{reason}; rolled back to {result.previous}"
+
+
+def _activated_at(res, activate_index):
+    return sum(r.duration for r in res[activate_index + 1:]) or None
+
+
+def _failure_text(step_result):
+    failed = step_result.failed_command
+    if not failed:
+        return f"step {step_result.name} failed"
+    code = "did not finish" if failed.exit_code is None else f"exit {failed.exit_code}"
+    tail = "\n".join(failed.output.strip().splitlines()[-5:])
+    return f"step '{step_result.name}' failed ({code}): {failed.command[:200]}" + (f"\n{tail}" if tail else "")
+
+
+def _lock_text(output):
+    lines = [l for l in output.splitlines() if l.strip() and l.strip() != "LOCKED"]
+    info = {}
+    try:
+        info = json.loads(lines[0]) if lines else {}
+    except ValueError:
+        pass
+    since = lines[1] if len(lines) > 1 else "?"
+    if info:
+        return (f"{info.get('user')}@{info.get('machine')} pid {info.get('pid')} deploying "
+                f"{info.get('release')} since {since}; if that deploy is dead: fab unlock --host HOST")
+    return (output.strip() or "unknown holder") + "; if that deploy is dead: fab unlock --host HOST"
+
+
+def _run_quiet(runner, steps):
+    try:
+        return runner.run(steps)
+    except TransportError:
+        return []
+
+
+# ---------------------------------------------------------------- state of a host
+
+STATE_SCRIPT = (
+    "cd {root} 2>/dev/null || {{ echo NOPATH; exit 0; }};"
+    " echo \"CURRENT $(readlink current)\";"
+    " for r in $(ls -1t releases 2>/dev/null); do"
+    " echo \"RELEASE $r $(stat -c %Y releases/$r) $(test -f releases/$r/RELEASE && echo complete || echo incomplete)\"; done;"
+    " for b in $(ls -1 .deploy/bad 2>/dev/null); do echo \"BAD $b $(head -c 200 .deploy/bad/$b | tr '\\n' ' ')\"; done;"
+    " if [ -f .deploy/lock/info ]; then echo \"LOCK $(tr '\\n' ' ' < .deploy/lock/info)\"; fi;"
+    " tail -n 20 .deploy/history.jsonl 2>/dev/null | sed 's/^/HISTORY /'"
+)
+
+
+def read_state(runner, host, pipeline):
+    ctx = StepContext(host, pipeline, "-")
+    cmd = ctx.script(STATE_SCRIPT, root=host.deploy_path, desc="read releases, current, bad marks, lock")
+    res = runner.run([planner.PlannedStep("state", "state", [cmd])])
+    output = res[0].commands[0].output if res[0].commands else ""
+    state = {"path": True, "current": None, "releases": [], "bad": {}, "lock": None, "history": []}
+    for line in output.splitlines():
+        tag, _, rest = line.partition(" ")
+        if tag == "NOPATH":
+            state["path"] = False
+        elif tag == "CURRENT":
+            state["current"] = _release_of(rest)
+        elif tag == "RELEASE":
+            parts = rest.split()
+            if len(parts) >= 3:
+                state["releases"].append({"id": parts[0], "mtime": int(parts[1]), "complete": parts[2] == "complete"})
+        elif tag == "BAD":
+            rid, _, why = rest.partition(" ")
+            state["bad"][rid] = why.strip()
+        elif tag == "LOCK":
+            state["lock"] = rest.strip()
+        elif tag == "HISTORY":
+            try:
+                state["history"].append(json.loads(rest))
+            except ValueError:
+                pass
+    return state
+
+
+def rollback_target(state, to=None):
+    """The release to go back to: --to if given, else the newest complete, non-bad release older than current."""
+    ids = [r["id"] for r in state["releases"]]
+    complete = {r["id"] for r in state["releases"] if r["complete"]}
+    if to:
+        if to not in ids:
+            return None, f"release {to} is not on the host (have: {', '.join(ids) or 'none'})"
+        if to not in complete:
+            return None, f"release {to} is incomplete (no RELEASE file)"
+        if to == state["current"]:
+            return None, f"release {to} is already live"
+        return to, ""
+    cur = state["current"]
+    older = ids[ids.index(cur) + 1:] if cur in ids else ids
+    for rid in older:
+        if rid in complete and rid not in state["bad"] and rid != cur:
+            return rid, ""
+    return None, "no earlier good release to roll back to"
+
+
+def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_bad=None, reason=None):
+    t_start = time.monotonic()
+    result = HostResult(host.name, None)
+    emit({"type": "host_start", "host": host.name, "release": None})
+    try:
+        transport = connect(host)
+    except TransportError as exc:
+        result.state, result.message = UNREACHABLE, str(exc)
+        emit({"type": "host_end", "host": host.name, "result": result})
+        return result, None
+    runner = Runner(transport, host, emit)
+    steps = None
+    try:
+        state = read_state(runner, host, pipeline)
+        result.previous = state["current"]
+        target, why = rollback_target(state, to)
+        if not target:
+            result.state, result.message = FAILED, why
+            return result, None
+        result.release = target
+        failed = mark_bad or (state["current"] if state["current"] and to is None else None)
+        steps = planner.rollback(host, pipeline, target, operator, failed=failed,
+                                 reason=reason or ("manual rollback" if failed else ""), lock=True)
+        if dry_run:
+            result.state = PLANNED
+            return result, steps
+        res = runner.run(steps)
+        result.steps.extend(res)
+        first = res[0]
+        if first.status == "failed" and first.failed_command and first.failed_command.exit_code == planner.LOCKED_EXIT:
+            result.state, result.message = LOCKED, "deploy lock is held: " + _lock_text(first.failed_command.output)
+            return result, steps
+        failed_step = next((r for r in res if r.status == "failed"), None)
+        result.switched = any(r.kind == "activate" and r.status == "ok" for r in res)
+        if failed_step:
+            if not result.switched:
+                _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, target), operator)])])
+                result.state = FAILED
+            else:
+                result.state = NEEDS_HUMAN
+            result.message = _failure_text(failed_step)
+        else:
+            result.state = ROLLED_BACK
+            result.message = f"now serving {target} (was {state['current']})"
+        return result, steps
+    except TransportError as exc:
+        result.state = NEEDS_HUMAN if result.switched else UNREACHABLE
+        result.message = str(exc)
+        return result, steps
+    finally:
+        transport.close()
+        result.executed = runner.executed
+        result.duration = time.monotonic() - t_start
+        emit({"type": "host_end", "host": host.name, "result": result})
+
+
+def host_state(host, pipeline, emit):
+    """Read-only: releases, live one, bad marks, lock and recent history of one host."""
+    try:
+        transport = connect(host)
+    except TransportError as exc:
+        return {"host": host.name, "error": str(exc)}
+    try:
+        runner = Runner(transport, host, lambda e: None)
+        state = read_state(runner, host, pipeline)
+        state["host"] = host.name
+        return state
+    except TransportError as exc:
+        return {"host": host.name, "error": str(exc)}
+    finally:
+        transport.close()
+
+
+def unlock_host(host, pipeline, emit):
+    """Clear a lock left by a dead deploy; returns what the lock said (who/when)."""
+    try:
+        transport = connect(host)
+    except TransportError as exc:
+        return {"host": host.name, "error": str(exc)}
+    try:
+        runner = Runner(transport, host, lambda e: None)
+        ctx = StepContext(host, pipeline, "-")
+        cmd = ctx.cmd("if [ -d {} ]; then cat {} 2>/dev/null; rm -rf {}; echo REMOVED; else echo NOLOCK; fi",
+                      ctx.paths.lock, ctx.paths.lock + "/info", ctx.paths.lock, desc="remove the deploy lock")
+        res = runner.run([planner.PlannedStep("unlock", "unlock", [cmd])])
+        out = res[0].commands[0].output if res[0].commands else ""
+        if "NOLOCK" in out:
+            return {"host": host.name, "removed": False, "was": None}
+        return {"host": host.name, "removed": True, "was": _lock_text(out.replace("REMOVED", ""))}
+    except TransportError as exc:
+        return {"host": host.name, "error": str(exc)}
+    finally:
+        transport.close()

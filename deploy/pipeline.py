@@ -1,0 +1,145 @@
+"""Pipeline: playbooks/*.yml -> a typed, validated list of Steps.
+
+Validation happens before any host is contacted: a bad playbook never half-runs.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import yamlfile
+from .errors import ConfigError
+from .steps import KINDS
+
+TOP_KEYS = ("source", "keep_releases", "remediate", "strategy", "steps", "serial", "max_fail", "parallel")
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str
+    name: str
+    settings: dict
+    file: str
+    line: int
+
+    @property
+    def module(self):
+        return KINDS[self.kind]
+
+    @property
+    def where(self):
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class Pipeline:
+    file: str
+    source: str
+    keep_releases: int
+    steps: list
+    remediate: bool = True
+    strategy: str = "releases"
+    serial: list = field(default_factory=lambda: ["100%"])
+    max_fail: str | int = 0
+    parallel: int | None = None
+
+    def split(self):
+        """Steps before `activate`, the activate step, and the steps after it."""
+        index = next(i for i, s in enumerate(self.steps) if s.kind == "activate")
+        return self.steps[:index], self.steps[index], self.steps[index + 1:]
+
+
+def load(path, source_override=None):
+    path = Path(path)
+    data = yamlfile.load(path)
+    top = yamlfile.Section(data, path)
+    source = source_override or top.string("source", required=True,
+                                           hint="the local directory of the app to ship (or pass --source DIR)")
+    if source_override:
+        top.seen.add("source")
+    keep = top.integer("keep_releases", 5, minimum=2)
+    remediate = top.boolean("remediate", True)
+    strategy = top.string("strategy", "releases")
+    if strategy not in ("releases",):
+        raise top.error("strategy", f"unknown strategy '{strategy}'", "use 'releases'")
+    serial = top.get("serial", (list, int, str), ["100%"])
+    if not isinstance(serial, list):
+        serial = [serial]
+    for item in serial:
+        _check_count(top, "serial", item)
+    max_fail = top.get("max_fail", (int, str), 0)
+    _check_count(top, "max_fail", max_fail, allow_zero=True)
+    parallel = top.integer("parallel", None, minimum=1)
+    raw_steps = top.get("steps", list, required=True, hint="list the steps, e.g. - sync, - activate")
+    top.done()
+
+    steps = []
+    lines = getattr(raw_steps, "item_lines", None) or []
+    for index, item in enumerate(raw_steps):
+        line = lines[index] if index < len(lines) else raw_steps.line
+        steps.append(_step(item, path, line, index))
+    _check_order(steps, path, raw_steps.line)
+    resolved_source = Path(source).expanduser()
+    if not resolved_source.is_absolute():
+        # A relative source is relative to the playbook's project (the dir above playbooks/).
+        base = path.resolve().parent.parent if not source_override else Path.cwd()
+        resolved_source = (base / resolved_source).resolve()
+    if not resolved_source.is_dir():
+        if source_override:
+            raise ConfigError(f"source directory {resolved_source} does not exist (from --source)")
+        raise top.error("source", f"source directory {resolved_source} does not exist",
+                        "point source: at the app to ship, relative to the project root, or pass --source DIR")
+    return Pipeline(file=str(path), source=str(resolved_source), keep_releases=keep, steps=steps,
+                    remediate=remediate, strategy=strategy, serial=serial, max_fail=max_fail, parallel=parallel)
+
+
+def _check_count(section, key, value, allow_zero=False):
+    text = str(value)
+    ok = False
+    if isinstance(value, int) and not isinstance(value, bool):
+        ok = value >= (0 if allow_zero else 1)
+    elif text.endswith("%") and text[:-1].isdigit():
+        ok = (0 if allow_zero else 1) <= int(text[:-1]) <= 100
+    if not ok:
+        raise section.error(key, f"expected a count or a percentage like '25%', got {value!r}")
+
+
+def _step(item, file, line, index):
+    if isinstance(item, str):
+        kind, raw = item, None
+    elif isinstance(item, dict) and len(item) == 1:
+        kind, raw = next(iter(item.items()))
+    else:
+        raise ConfigError("each step is a kind name or a one-key mapping {kind: settings}", file, line,
+                          f"steps[{index}]", "e.g. '- sync' or '- verify: {timeout: 30}'")
+    if kind not in KINDS:
+        raise ConfigError(f"unknown step kind '{kind}'", file, line, f"steps[{index}]",
+                          "known kinds: " + ", ".join(KINDS))
+    module = KINDS[kind]
+    if kind == "run" and isinstance(raw, (str, list)):
+        raw = yamlfile.LineDict(commands=raw)
+    if raw is None:
+        raw = yamlfile.LineDict()
+    section = yamlfile.Section(raw, file, f"steps[{index}].{kind}", line)
+    name = section.string("name", kind)
+    settings = module.parse(section)
+    section.done()
+    return Step(kind=kind, name=name, settings=settings, file=str(file), line=line)
+
+
+def _check_order(steps, file, line):
+    kinds = [s.kind for s in steps]
+    if kinds.count("activate") != 1:
+        raise ConfigError(f"the pipeline needs exactly one 'activate' step (found {kinds.count('activate')})",
+                          file, line, "steps", "add '- activate' after the build steps")
+    activate = kinds.index("activate")
+    if "sync" not in kinds[:activate]:
+        raise ConfigError("the pipeline needs a 'sync' step before 'activate'", file, line, "steps")
+    for step in steps[activate + 1:]:
+        if step.kind in ("sync", "shared", "ownership", "artisan"):
+            raise ConfigError(f"'{step.kind}' builds the release and must come before 'activate'",
+                              step.file, step.line, step.kind)
+    names = [s.name for s in steps]
+    for step in steps:
+        if names.count(step.name) > 1:
+            raise ConfigError(f"two steps are named '{step.name}'", step.file, step.line, "name",
+                              "give one of them a different name:")

@@ -1,0 +1,177 @@
+"""Whole-operation plans: the steps of a deploy or rollback for one host, as data.
+
+The dry run prints exactly these; the executor runs exactly these. Nothing here touches a host.
+"""
+
+import getpass
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from . import fpmctl
+from .context import RELEASE_RE, StepContext
+from .errors import ConfigError
+
+LOCKED_EXIT = 75       # prepare: the deploy lock is held by someone else
+ALREADY_LIVE_EXIT = 76  # prepare: the release id asked for is already the live release
+
+
+@dataclass
+class PlannedStep:
+    name: str
+    kind: str
+    commands: list
+    where: str = ""        # playbook file:line, for messages
+
+    def rendered(self):
+        return [c.render() for c in self.commands]
+
+
+@dataclass(frozen=True)
+class Operator:
+    """Who runs this deploy: recorded in the lock and the history."""
+
+    user: str
+    machine: str
+    pid: int
+
+    @classmethod
+    def here(cls):
+        try:
+            user = getpass.getuser()
+        except Exception:  # no passwd entry (containers): still say something useful
+            user = str(os.getuid())
+        return cls(user=user, machine=socket.gethostname(), pid=os.getpid())
+
+    @property
+    def token(self):
+        return f"{self.user}@{self.machine}:{self.pid}"
+
+
+def new_release_id(now=None):
+    """Sortable UTC timestamp, the default release id."""
+    return (now or datetime.now(timezone.utc)).strftime("%Y%m%d%H%M%S")
+
+
+def check_release_id(release):
+    if not RELEASE_RE.match(release or ""):
+        raise ConfigError(f"invalid release id {release!r} (from --release)",
+                          hint="use letters, digits, '.', '_' and '-' (a git sha works), at most 128 characters")
+    return release
+
+
+def _json_line(record):
+    # __NOW__ is replaced by the host's clock when the line is written: the plan stays exact.
+    return json.dumps({"time": "__NOW__", **record}, sort_keys=False)
+
+
+def _append_history(ctx, record):
+    return ctx.cmd("printf '%s\\n' {} | sed \"s/__NOW__/$(date -u +%Y-%m-%dT%H:%M:%SZ)/\" >> {}",
+                   _json_line(record), ctx.paths.history, desc="append to the deploy history")
+
+
+def prepare(ctx, operator):
+    p = ctx.paths
+    info = json.dumps({"user": operator.user, "machine": operator.machine, "pid": operator.pid,
+                       "release": ctx.release, "token": operator.token})
+    return PlannedStep("prepare", "prepare", [
+        ctx.cmd("mkdir -p {} {} {} {} && chmod 0755 {}", p.releases, p.shared, p.bad, p.meta + "/bin", p.meta,
+                desc="create the release layout"),
+        # mkdir is atomic: exactly one deploy gets the lock.
+        ctx.cmd("if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
+                " else echo LOCKED; cat {} 2>/dev/null; exit " + str(LOCKED_EXIT) + "; fi",
+                p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info", desc="take the deploy lock"),
+        ctx.cmd("readlink {} || true", p.current, capture="previous", desc="read the live release"),
+        ctx.cmd("if [ -e {} ]; then if [ \"$(readlink {})\" = {} ]; then echo 'release is already live';"
+                " exit " + str(ALREADY_LIVE_EXIT) + "; fi; rm -rf {}; fi",
+                ctx.release_dir, p.current, "releases/" + ctx.release, ctx.release_dir,
+                desc="remove a leftover build of this release id"),
+        fpmctl.upload(ctx),
+    ])
+
+
+def unlock(ctx, operator):
+    # Only our own lock: a lock someone else took after a forced unlock is theirs.
+    return ctx.cmd("if grep -qF -- {} {} 2>/dev/null; then rm -rf {}; fi",
+                   operator.token, ctx.paths.lock + "/info", ctx.paths.lock, desc="release the deploy lock")
+
+
+def prune(ctx):
+    p = ctx.paths
+    keep = ctx.pipeline.keep_releases
+    # Newest first by mtime (ids may be git shas, which do not sort). Never the live release,
+    # and always keep the newest good release besides it: the rollback target.
+    script = (
+        "cd {releases} || exit 0; cur=$(readlink {current}); cur=${{cur##*/}}; n=0; good=;"
+        " ls -1t | while IFS= read -r r; do"
+        " [ \"$r\" = \"$cur\" ] && continue; n=$((n+1));"
+        " if [ $n -lt {keep} ]; then [ -e {bad}/\"$r\" ] || good=1; continue; fi;"
+        " if [ -z \"$good\" ] && [ ! -e {bad}/\"$r\" ]; then good=1; continue; fi;"
+        " rm -rf -- \"$r\" && rm -f -- {bad}/\"$r\" && echo \"pruned $r\"; done"
+    )
+    return ctx.script(script, releases=p.releases, current=p.current, keep=str(keep), bad=p.bad,
+                      desc=f"keep the {keep} newest releases")
+
+
+def deploy(host, pipeline, release, operator):
+    """The success path of a deploy: prepare, every pipeline step, finalize."""
+    ctx = StepContext(host=host, pipeline=pipeline, release=release)
+    steps = [prepare(ctx, operator)]
+    for step in pipeline.steps:
+        steps.append(PlannedStep(step.name, step.kind, step.module.plan(step.settings, ctx), step.where))
+    steps.append(PlannedStep("finalize", "finalize", [
+        prune(ctx),
+        _append_history(ctx, {"action": "deploy", "release": release, "state": "deployed", "by": operator.token}),
+        unlock(ctx, operator),
+    ]))
+    return steps
+
+
+def discard(host, pipeline, release, operator, reason):
+    """A step failed before activation: drop the half-built release, the live one was never touched."""
+    ctx = StepContext(host=host, pipeline=pipeline, release=release)
+    return [PlannedStep("discard", "discard", [
+        ctx.cmd("rm -rf {}", ctx.release_dir, desc="remove the half-built release"),
+        _append_history(ctx, {"action": "deploy", "release": release, "state": "failed before switch",
+                              "reason": reason, "by": operator.token}),
+        unlock(ctx, operator),
+    ])]
+
+
+def rollback(host, pipeline, target, operator, failed=None, reason="", action="rollback", lock=False):
+    """Switch back to `target` and make the pool execute it: activate + the post-activation steps
+    marked ON_ROLLBACK (opcache_reset, fpm_reload, verify; run steps with on_rollback: true)."""
+    ctx = StepContext(host=host, pipeline=pipeline, release=target, phase="rollback")
+    steps = []
+    if lock:
+        steps.append(PlannedStep("prepare", "prepare", prepare_rollback(ctx, operator)))
+    if failed:
+        steps.append(PlannedStep("mark bad", "mark", [
+            ctx.cmd("mkdir -p {} && printf '%s\\n' {} > {}", ctx.paths.bad, reason or "failed verification",
+                    ctx.paths.bad + "/" + failed, desc=f"mark {failed} bad"),
+        ]))
+    _, activate, after = pipeline.split()
+    for step in [activate] + after:
+        if step.module.ON_ROLLBACK or (step.kind == "run" and step.settings.get("on_rollback")):
+            steps.append(PlannedStep(f"{step.name} (rollback)", step.kind, step.module.plan(step.settings, ctx), step.where))
+    steps.append(PlannedStep("finalize", "finalize", [
+        _append_history(ctx, {"action": action, "release": target, "from": failed, "state": "rolled back",
+                              "reason": reason, "by": operator.token}),
+        unlock(ctx, operator),
+    ]))
+    return steps
+
+
+def prepare_rollback(ctx, operator):
+    p = ctx.paths
+    info = json.dumps({"user": operator.user, "machine": operator.machine, "pid": operator.pid,
+                       "release": ctx.release, "token": operator.token, "action": "rollback"})
+    return [
+        ctx.cmd("mkdir -p {} {} && if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
+                " else echo LOCKED; cat {} 2>/dev/null; exit " + str(LOCKED_EXIT) + "; fi",
+                p.bad, p.meta + "/bin", p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info",
+                desc="take the deploy lock"),
+        fpmctl.upload(ctx),
+    ]

@@ -1,0 +1,33 @@
+"""artisan: Laravel commands run one by one in the new release, each exit code checked.
+
+FACTS: `optimize` and `optimize:clear` exit 0 even when a step inside fails, and `*:clear`
+ignores failed unlinks, so the aggregate commands are refused here.
+"""
+
+import shlex
+
+KIND = "artisan"
+ON_ROLLBACK = False
+DEFAULT = ["config:cache", "route:cache", "view:cache", "event:cache"]
+REFUSED = {"optimize", "optimize:clear"}
+
+
+def parse(section):
+    commands = section.string_list("commands", DEFAULT)
+    for command in commands:
+        words = shlex.split(command)
+        if not words:
+            raise section.error("commands", "empty artisan command")
+        if words[0] in REFUSED:
+            raise section.error("commands", f"'{words[0]}' exits 0 even when one of its steps fails",
+                                "list the cache commands one by one: config:cache, route:cache, view:cache, event:cache")
+    return {"commands": commands}
+
+
+def plan(settings, ctx):
+    out = []
+    for command in settings["commands"]:
+        words = shlex.split(command)
+        template = "cd {} && {} artisan" + " {}" * len(words) + " --no-interaction"
+        out.append(ctx.cmd(template, ctx.release_dir, ctx.php(), *words, desc=f"artisan {command}"))
+    return out

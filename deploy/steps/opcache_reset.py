@@ -1,0 +1,24 @@
+"""opcache_reset: reset OPCache inside the FPM pool (FastCGI to its socket) and prove it happened.
+
+fpmctl.php reads the pool's restart counters, asks the pool to reset, and fails unless the
+counters moved. When the inventory sets fpm.file_cache, that on-disk cache is cleared too: it
+survives resets and reloads (FACTS).
+"""
+
+from .. import fpmctl
+
+KIND = "opcache_reset"
+ON_ROLLBACK = True
+
+
+def parse(section):
+    return {}
+
+
+def plan(settings, ctx):
+    commands = []
+    if ctx.host.fpm.file_cache:
+        commands.append(ctx.cmd("find {} -mindepth 1 -delete", ctx.host.fpm.file_cache, sudo=True,
+                                desc="clear the OPCache file cache"))
+    commands.append(fpmctl.command(ctx, "reset"))
+    return commands

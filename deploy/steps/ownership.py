@@ -1,0 +1,51 @@
+"""ownership: code stays owned by the deploy user and read-only for the web user; only the
+writable dirs (storage, bootstrap/cache) become writable by the pool user.
+
+Never `chown -R` the whole tree to the web user (the incident's fix): that lets PHP rewrite code.
+"""
+
+import posixpath
+
+from ._paths import relative_paths
+
+KIND = "ownership"
+ON_ROLLBACK = False
+MODES = ("acl", "chown")
+
+
+def parse(section):
+    mode = section.string("mode", "acl")
+    if mode not in MODES:
+        raise section.error("mode", f"unknown mode '{mode}'", "use 'acl' (default, setfacl) or 'chown'")
+    return {"mode": mode, "writable": relative_paths(section, "writable", ["storage", "bootstrap/cache"])}
+
+
+def _shared_files(ctx):
+    for step in ctx.pipeline.steps:
+        if step.kind == "shared":
+            return step.settings["files"]
+    return []
+
+
+def plan(settings, ctx):
+    web, user = ctx.host.web_user, ctx.host.user
+    dirs = [posixpath.join(ctx.release_dir, w) for w in settings["writable"]]
+    commands = [ctx.cmd("mkdir -p" + " {}" * len(dirs), *dirs, desc="create the writable dirs")]
+    if settings["mode"] == "acl":
+        # rwX for the pool user and the deploy user, also as default ACLs so files the app
+        # creates later (logs, compiled views) stay writable by both.
+        spec = f"u:{web}:rwX,d:u:{web}:rwX"
+        if not ctx.host.is_root:
+            spec += f",u:{user}:rwX,d:u:{user}:rwX"
+        commands.append(ctx.cmd("setfacl -R -m {}" + " {}" * len(dirs), spec, *dirs, sudo=True,
+                                desc=f"let {web} write the writable dirs (ACL)"))
+        for f in _shared_files(ctx):
+            s = posixpath.join(ctx.paths.shared, f)
+            commands.append(ctx.cmd("setfacl -m {} {}", f"u:{web}:r", s, sudo=True,
+                                    desc=f"let {web} read shared {f}"))
+    else:
+        commands.append(ctx.cmd("chown -R {}" + " {}" * len(dirs), f"{web}:{web}", *dirs, sudo=True,
+                                desc=f"give the writable dirs to {web}"))
+        commands.append(ctx.cmd("chmod -R ug+rwX" + " {}" * len(dirs), *dirs, sudo=True,
+                                desc="writable by owner and group"))
+    return commands

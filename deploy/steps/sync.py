@@ -1,0 +1,52 @@
+"""sync: rsync the source into releases/<id>, hard-linking unchanged files from the live release."""
+
+import shlex
+
+KIND = "sync"
+ON_ROLLBACK = False
+
+# Never shipped, whatever the pipeline says: RELEASE is written per release, and cache files
+# would be hard-linked from the live release (--link-dest) and then rewritten in place by
+# artisan, changing the live release's files too.
+ALWAYS_EXCLUDE = ["/RELEASE", "/bootstrap/cache/*.php"]
+DEFAULT_EXCLUDE = [".git", "node_modules", "/.env", "/storage/logs/*.log"]
+
+
+def parse(section):
+    excludes = section.string_list("exclude", DEFAULT_EXCLUDE)
+    return {"exclude": excludes}
+
+
+def ssh_command(host):
+    """The ssh command rsync uses: same key, same known_hosts, same host key policy as the tool."""
+    strict = "accept-new" if host.host_key_policy == "accept-new" else "yes"
+    parts = ["ssh", "-p", str(host.port), "-o", "BatchMode=yes",
+             "-o", f"StrictHostKeyChecking={strict}",
+             "-o", f"UserKnownHostsFile={expand(host.known_hosts)}",
+             "-o", f"ConnectTimeout={host.connect_timeout}"]
+    if host.key:
+        parts += ["-i", expand(host.key), "-o", "IdentitiesOnly=yes"]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def expand(path):
+    import os
+    return os.path.expanduser(path)
+
+
+def remote_spec(host, path):
+    address = f"[{host.address}]" if ":" in host.address else host.address
+    return f"{host.user}@{address}:{path}/"
+
+
+def plan(settings, ctx):
+    host = ctx.host
+    source = ctx.pipeline.source.rstrip("/") + "/"
+    excludes = ALWAYS_EXCLUDE + list(settings["exclude"])
+    template = ("rsync --archive --no-owner --no-group --delete --secluded-args --stats"
+                " --chmod=go-w,Dgo+rx,Fgo+r --link-dest={}" + " --exclude={}" * len(excludes) + " -e {} {} {}")
+    args = [ctx.paths.current + "/", *excludes, ssh_command(host), source, remote_spec(host, ctx.release_dir)]
+    return [
+        ctx.cmd(template, *args, local=True, desc="send the code, hard-linking unchanged files"),
+        ctx.cmd("printf '%s\\n' {} > {}", ctx.release, ctx.release_dir + "/RELEASE", desc="record the release id"),
+    ]

@@ -1,0 +1,46 @@
+"""verify: HTTP check of the health URL on the host, retried for a bounded time.
+
+With `expect_release` (default) the body must contain the release id: a 200 from the old code
+is not a success.
+"""
+
+from ..errors import ConfigError
+
+KIND = "verify"
+ON_ROLLBACK = True
+
+# POSIX sh, so it runs under whatever login shell the deploy user has.
+SCRIPT = (
+    "i=0; while :; do"
+    " code=$(curl -sS -o {body} -w '%{{http_code}}' --max-time 5 {url} 2>/dev/null);"
+    " if [ \"$code\" = {status} ] && grep -qF -- {expect} {body}; then"
+    " echo \"verified: HTTP $code from \"{url}; rm -f {body}; exit 0; fi;"
+    " i=$((i+1)); if [ $i -ge {tries} ]; then"
+    " echo \"verify failed: HTTP $code (want \"{status}\") from \"{url}; head -c 300 {body} 2>/dev/null; echo;"
+    " rm -f {body}; exit 1; fi;"
+    " sleep {interval}; done"
+)
+
+
+def parse(section):
+    interval = section.get("interval", (int, float), 0.5)
+    if interval <= 0:
+        raise section.error("interval", "must be more than 0 seconds")
+    return {
+        "url": section.string("url"),
+        "status": section.integer("status", 200, minimum=100),
+        "expect_release": section.boolean("expect_release", True),
+        "timeout": section.integer("timeout", 30, minimum=1),
+        "interval": interval,
+    }
+
+
+def plan(settings, ctx):
+    url = settings["url"] or ctx.host.health_url
+    if not url:
+        raise ConfigError(f"no URL to verify for host '{ctx.host.name}'", ctx.host.source, key="health_url",
+                          hint="set health_url on the host (or defaults), or url: on the verify step")
+    tries = max(1, int(settings["timeout"] / settings["interval"]))
+    return [ctx.script(SCRIPT, body=ctx.paths.meta + "/verify.body", url=url, status=str(settings["status"]),
+                       expect=ctx.release if settings["expect_release"] else "", tries=str(tries),
+                       interval=str(settings["interval"]), desc=f"verify {url}")]
