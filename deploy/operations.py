@@ -92,6 +92,9 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None):
         result.steps.extend(getattr(exc, "results", []))
         result.state = NEEDS_HUMAN if result.switched else UNREACHABLE
         result.message = f"{exc} ({'after' if result.switched else 'before'} the switch of current)"
+    except Exception as exc:  # a bug must not take the other hosts down with it
+        result.state = NEEDS_HUMAN if result.switched else FAILED
+        result.message = f"internal error: {type(exc).__name__}: {exc}"
     finally:
         transport.close()
         result.executed = runner.executed

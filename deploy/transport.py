@@ -65,7 +65,7 @@ class Transport:
                                  "is the host up and sshd listening? check address/port in the inventory") from None
         # Paramiko leaves Nagle on: 47 ms per round trip instead of 6 ms (FACTS).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        kwargs = {"sock": sock, "timeout": host.connect_timeout, "banner_timeout": host.connect_timeout,
+        kwargs = {"sock": sock, "banner_timeout": host.connect_timeout,
                   "auth_timeout": host.connect_timeout}
         if host.key:
             kwargs.update(key_filename=os.path.expanduser(host.key), look_for_keys=False, allow_agent=False)

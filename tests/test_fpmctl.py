@@ -152,7 +152,7 @@ def make_pool():
     checks stay deterministic); stopped by its pid file and removed after the test."""
     started = []
 
-    def start(opcache=True, sock=None, root=None, children=1):
+    def start(opcache=True, sock=None, root=None, children=1, extra=""):
         root = root or Path(f"/srv/fpmtest-{secrets.token_hex(4)}")
         root.mkdir(mode=0o755, parents=True, exist_ok=True)
         os.chmod(root, 0o755)  # www-data must traverse it to reach the app and the probe files
@@ -178,6 +178,7 @@ pm.max_children = {children}
 ping.path = /fpm-ping
 php_admin_value[opcache.enable] = {1 if opcache else 0}
 php_admin_value[opcache.validate_timestamps] = 0
+{extra}
 """)
         started.append(pool)
         p = subprocess.run([FPM_BIN, "-y", str(conf)], capture_output=True, text=True, timeout=30)
@@ -464,3 +465,13 @@ def test_reset_fails_with_exit_1_while_a_long_request_blocks_the_restart(make_po
     # Once the long request is gone the pending restart happens on the next request.
     s = ctl(pool, "status").data["opcache"]
     assert s["restart_pending"] is False and s["manual_restarts"] == r.data["before"]["manual_restarts"] + 1
+
+
+def test_reset_fails_when_the_pool_restricts_the_opcache_api(make_pool):
+    # OPcache is on but opcache.restrict_api excludes the probe: "cannot reset" is a failure,
+    # unlike "OPcache off".
+    pool = make_pool(extra="php_admin_value[opcache.restrict_api] = /nonexistent-dir/")
+    r = ctl(pool, "reset")
+    assert r.code == 1, r
+    assert r.data["reset"] is False and "restrict_api" in r.data["reason"]
+    assert r.data["status"]["opcache"]["api_restricted"] is True

@@ -174,7 +174,7 @@ function opcache_report(array $roots, array $probeRoots, ?string $liveDir): arra
 {
     $jitBuffer = \ini_get('opcache.jit_buffer_size');
     $r = [
-        'enabled' => false, 'reason' => null,
+        'enabled' => false, 'reason' => null, 'api_restricted' => false,
         'restart_pending' => null, 'restart_in_progress' => null,
         'manual_restarts' => null, 'last_restart_time' => null,
         'oom_restarts' => null, 'hash_restarts' => null,
@@ -201,13 +201,19 @@ function opcache_report(array $roots, array $probeRoots, ?string $liveDir): arra
     // true: the script list is needed for the per-release counts; only counts leave the pool.
     $st = \opcache_get_status(true);
     if (!\is_array($st)) {
-        $r['reason'] = 'opcache_get_status() returned false (opcache.restrict_api, or OPcache failed to start)';
+        // OPcache is on, but this script may not look at it (opcache.restrict_api): neither
+        // may it reset it, which the client must treat as a failure, not as "nothing to reset".
+        $r['api_restricted'] = true;
+        $r['reason'] = 'opcache_get_status() returned false: opcache.restrict_api excludes the probe dir';
         return $r;
     }
     $stats = $st['opcache_statistics'] ?? [];
     // While a restart is pending opcache_enabled reads false although OPcache is on; the pool
     // has OPcache unless neither holds.
     $r['enabled'] = (bool) ($st['opcache_enabled'] ?? false) || (bool) ($st['restart_pending'] ?? false);
+    if (!$r['enabled']) {
+        $r['reason'] = 'OPcache is loaded but not active in this pool (see the FPM error log)';
+    }
     $r['restart_pending'] = (bool) ($st['restart_pending'] ?? false);
     $r['restart_in_progress'] = (bool) ($st['restart_in_progress'] ?? false);
     foreach (['manual_restarts', 'last_restart_time', 'oom_restarts', 'hash_restarts', 'num_cached_scripts'] as $k) {
@@ -658,6 +664,10 @@ final class Ctl
     {
         $t0 = microtime(true);
         $before = $this->probe('status');
+        if ($before['opcache']['api_restricted']) {
+            return ['ok' => false, 'reset' => false, 'reason' => $before['opcache']['reason'],
+                'before' => counters($before), 'after' => null, 'status' => $before, 'exit' => EXIT_CHECK_FAILED];
+        }
         if (!$before['opcache']['enabled']) {
             // Nothing cached, nothing to reset: not a failure.
             return ['ok' => true, 'reset' => null, 'reason' => 'opcache disabled: ' . ($before['opcache']['reason'] ?? ''),
@@ -677,7 +687,7 @@ final class Ctl
         do {
             $attempts++;
             $after = $this->probe('status');
-            $done = true; $x = $after['opcache']['manual_restarts'] > $before['opcache']['manual_restarts']
+            $done = $after['opcache']['manual_restarts'] > $before['opcache']['manual_restarts']
                 || $after['opcache']['last_restart_time'] > $before['opcache']['last_restart_time'];
             if ($done || microtime(true) >= $deadline) {
                 break;
