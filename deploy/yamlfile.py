@@ -92,7 +92,8 @@ class Section:
         self.data = data
         self.file = file
         self.prefix = prefix
-        self.line = getattr(data, "line", line)
+        # The line of the key that holds this mapping reads best in "missing key" errors.
+        self.line = line or getattr(data, "line", None)
         self.seen = set()
 
     def key_path(self, key):
@@ -149,7 +150,7 @@ class Section:
         value = self.data[key]
         if not isinstance(value, dict):
             raise self.error(key, f"expected a mapping, got {_kind(value)}")
-        return Section(value, self.file, self.key_path(key))
+        return Section(value, self.file, self.key_path(key), self.line_of(key))
 
     def string_list(self, key, default=None, required=False):
         value = self.get(key, (list, str), default, required)

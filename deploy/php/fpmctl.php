@@ -38,12 +38,15 @@
  *
  * Exit codes:
  *   0  success (reset: also when OPcache is disabled in the pool: "reset": null + "reason")
- *   1  a check failed (reset: the pool never showed a completed restart within ~1 s)
+ *   1  a check failed (reset: the pool never showed a completed restart within ~1 s, e.g. a long
+ *      request held the cache; or opcache.restrict_api keeps the probe from resetting)
  *   2  usage error (unknown action/flag, missing or malformed value, deploy path missing)
  *   3  the pool could not be reached or answered with an error: no such socket, connection
  *      refused, permission denied on the socket, timeout, broken FastCGI answer, "Primary script
  *      unknown"/access denied (the pool user cannot read the probe file), non-200 status, or the
- *      probe file could not be written. JSON "error" holds the message, "error_kind" a keyword.
+ *      probe file could not be written. JSON "error" holds the message, "error_kind" one of:
+ *      no_socket, refused, socket_permission, timeout, connect, io, closed, protocol,
+ *      script_unreadable, http_status, bad_response, probe_write.
  *
  * Every value reaches the pool as FastCGI params or a query string; nothing is ever passed
  * through a shell.

@@ -1,0 +1,23 @@
+"""Shared test helpers: write YAML files, run `fab` as a user would."""
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+FAB = str(Path(sys.executable).parent / "fab")
+
+
+def write(path, text):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip("\n"))
+    return path
+
+
+def fab(*args, timeout=300, env=None):
+    """Run `fab ARGS` from the project root; returns CompletedProcess with text output."""
+    full_env = dict(os.environ, COLUMNS="200", **(env or {}))
+    return subprocess.run([FAB, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout, env=full_env)
