@@ -84,7 +84,7 @@ def prepare(ctx, operator):
                 " else echo LOCKED; cat {} 2>/dev/null; exit " + str(LOCKED_EXIT) + "; fi",
                 p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info", desc="take the deploy lock"),
         ctx.cmd("readlink {} || true", p.current, capture="previous", desc="read the live release"),
-        ctx.cmd("if [ -e {} ]; then if [ \"$(readlink {})\" = {} ]; then echo 'release is already live';"
+        ctx.cmd("if [ -e {} ]; then live=$(readlink {}); if [ \"$live\" = {} ]; then echo 'release is already live';"
                 " exit " + str(ALREADY_LIVE_EXIT) + "; fi; rm -rf {}; fi",
                 ctx.release_dir, p.current, "releases/" + ctx.release, ctx.release_dir,
                 desc="remove a leftover build of this release id"),
