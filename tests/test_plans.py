@@ -80,7 +80,7 @@ def test_non_root_user_gets_sudo_for_privileged_commands_only(tmp_path):
     assert acl.startswith("sudo -n sh -c ") and "u:www-data:rwX,d:u:www-data:rwX,u:deploy:rwX" in acl
     assert not any(c.startswith("sudo") for c in commands(steps, "artisan"))
     root = build(tmp_path, user="root")
-    assert commands(root, "ownership")[1] == ("setfacl -R -m u:www-data:rwX,d:u:www-data:rwX "
+    assert commands(root, "ownership")[1] == ("setfacl -L -R -m u:www-data:rwX,d:u:www-data:rwX "
                                               "/var/www/app/releases/r1/storage /var/www/app/releases/r1/bootstrap/cache")
 
 

@@ -37,15 +37,17 @@ def plan(settings, ctx):
         spec = f"u:{web}:rwX,d:u:{web}:rwX"
         if not ctx.host.is_root:
             spec += f",u:{user}:rwX,d:u:{user}:rwX"
-        commands.append(ctx.cmd("setfacl -R -m {}" + " {}" * len(dirs), spec, *dirs, sudo=True,
+        # -L: shared dirs are symlinks into shared/; without it setfacl only touches the link's target dir.
+        commands.append(ctx.cmd("setfacl -L -R -m {}" + " {}" * len(dirs), spec, *dirs, sudo=True,
                                 desc=f"let {web} write the writable dirs (ACL)"))
         for f in _shared_files(ctx):
             s = posixpath.join(ctx.paths.shared, f)
             commands.append(ctx.cmd("setfacl -m {} {}", f"u:{web}:r", s, sudo=True,
                                     desc=f"let {web} read shared {f}"))
     else:
-        commands.append(ctx.cmd("chown -R {}" + " {}" * len(dirs), f"{web}:{web}", *dirs, sudo=True,
+        # -H / trailing slash: follow the symlinked shared dirs given on the command line.
+        commands.append(ctx.cmd("chown -R -H {}" + " {}" * len(dirs), f"{web}:{web}", *dirs, sudo=True,
                                 desc=f"give the writable dirs to {web}"))
-        commands.append(ctx.cmd("chmod -R ug+rwX" + " {}" * len(dirs), *dirs, sudo=True,
+        commands.append(ctx.cmd("chmod -R ug+rwX" + " {}" * len(dirs), *[d + "/" for d in dirs], sudo=True,
                                 desc="writable by owner and group"))
     return commands
