@@ -54,16 +54,20 @@ class StepsFailed(Exception):
 class Runner:
     """Runs PlannedSteps on one connected host."""
 
-    def __init__(self, transport, host, emit, secrets=()):
+    def __init__(self, transport, host, emit, secrets=(), stop=None):
         self.transport = transport
+        self.stop = stop          # threading.Event: Ctrl-C/SIGTERM; checked between sessions only
         self.host = host
         self.emit = emit
         self.secrets = list(secrets)
         self.facts = {}
         self.executed = []   # masked renderings, in order: the proof that plan == execution
 
-    def run(self, planned_steps):
+    def run(self, planned_steps, interruptible=False):
         """Run the steps in order; stop at the first failing command.
+
+        With `interruptible`, a stop request (Ctrl-C) is honoured before each session starts,
+        never inside one: the step that was about to start is marked "interrupted".
 
         Returns the StepResults (failed step last). Raises TransportError if the host is lost;
         the results so far are on the exception (`.results`).
@@ -80,6 +84,10 @@ class Runner:
         try:
             while i < len(items):
                 si, ci, cmd = items[i]
+                if interruptible and self.stop is not None and self.stop.is_set():
+                    results[si].status = "interrupted"
+                    self.emit({"type": "step", "host": self.host.name, "step": results[si].name, "result": results[si]})
+                    break
                 if cmd.local or isinstance(cmd, Upload):
                     ok = self._run_single(planned_steps, results, si, cmd)
                     i += 1

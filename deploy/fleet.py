@@ -53,33 +53,87 @@ class Fleet:
         with ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts)), thread_name_prefix="host") as pool:
             return list(pool.map(fn, hosts))
 
+    def lock_all(self, release):
+        """Take every host's lock before the first batch: the rollout is one deploy.
+
+        The first host (by name) is locked alone first: of two runs started at once on the
+        same hosts, the one that gets it proceeds and the other stops there, before touching
+        anything (no run ends up holding half the fleet). Unreachable hosts are reported and
+        left out; a host locked by someone else stops the whole run.
+        """
+        ordered = sorted(self.hosts, key=lambda h: h.name)
+        held, results = {}, {}
+
+        def take(host):
+            transport, result = ops.lock_host(host, self.pipeline, release, self.operator, self.emit)
+            return host, transport, result
+
+        outcomes = [take(ordered[0])] if ordered else []
+        if outcomes and outcomes[0][2].state != ops.LOCKED:
+            outcomes += self.map(take, ordered[1:])
+        for host, transport, result in outcomes:
+            results[host.name] = result
+            if transport is not None:
+                held[host.name] = transport
+        if any(r.state in (ops.LOCKED, ops.FAILED) for r in results.values()):
+            for host in ordered:
+                if host.name in held:
+                    ops.release_lock(host, self.pipeline, release, self.operator, held.pop(host.name))
+                    results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
+                                                        message="not deployed: another host is locked")
+            return None, results
+        return held, results
+
     def deploy(self, release, serial=None, max_fail=None, rollback_all=False):
-        results = {h.name: ops.HostResult(h.name, release) for h in self.hosts}
+        results = {h.name: ops.HostResult(h.name, release, message="not started") for h in self.hosts}
+        held, lock_results = self.lock_all(release)
+        results.update(lock_results)
+        if held is None:
+            for r in lock_results.values():
+                self.emit({"type": "host_end", "host": r.host, "result": r})
+            return [results[h.name] for h in self.hosts]
+        for r in lock_results.values():
+            if r.state == ops.UNREACHABLE:
+                self.emit({"type": "host_end", "host": r.host, "result": r})
         serial = serial or self.pipeline.serial
         max_fail = self.pipeline.max_fail if max_fail is None else max_fail
         done_batches = []
-        for number, batch in enumerate(batches(self.hosts, serial), 1):
-            if self.stop.is_set():
-                break
-            self.emit({"type": "batch", "number": number, "hosts": [h.name for h in batch]})
-            batch_results = self.map(lambda h: self._deploy_one(h, release), batch)
-            for r in batch_results:
-                results[r.host] = r
-            done_batches.append(batch)
-            failed = [r for r in batch_results if r.state not in ops.OK_STATES]
-            if len(failed) > threshold(max_fail, len(batch)):
-                scope = [h for b in done_batches for h in b] if rollback_all else batch
-                self.emit({"type": "message", "text": f"batch {number}: {len(failed)} of {len(batch)} hosts failed "
-                           f"(max_fail {max_fail}); stopping the rollout and rolling back "
-                           f"{'every switched host' if rollback_all else 'this batch'}"})
-                self._revert([h for h in scope if results[h.name].state == ops.DEPLOYED], results, release)
-                break
+        try:
+            for number, batch in enumerate(batches(self.hosts, serial), 1):
+                if self.stop.is_set():
+                    break
+                self.emit({"type": "batch", "number": number, "hosts": [h.name for h in batch]})
+                batch_results = self.map(lambda h: self._deploy_one(h, release, held, results), batch)
+                for r in batch_results:
+                    results[r.host] = r
+                done_batches.append(batch)
+                failed = [r for r in batch_results if r.state not in ops.OK_STATES]
+                if len(failed) > threshold(max_fail, len(batch)):
+                    scope = [h for b in done_batches for h in b] if rollback_all else batch
+                    self.emit({"type": "message", "text": f"batch {number}: {len(failed)} of {len(batch)} hosts failed "
+                               f"(max_fail {max_fail}); stopping the rollout and rolling back "
+                               f"{'every switched host' if rollback_all else 'this batch'}"})
+                    self._revert([h for h in scope if results[h.name].state == ops.DEPLOYED], results, release)
+                    break
+        finally:
+            # Hosts never started (stopped rollout, Ctrl-C) still hold our lock: give it back.
+            for host in self.hosts:
+                transport = held.pop(host.name, None)
+                if transport is not None:
+                    ops.release_lock(host, self.pipeline, release, self.operator, transport)
+                    r = results[host.name]
+                    r.state = ops.UNTOUCHED
+                    r.message = "not started: " + ("run interrupted" if self.stop.is_set() else "rollout stopped")
         return [results[h.name] for h in self.hosts]
 
-    def _deploy_one(self, host, release):
+    def _deploy_one(self, host, release, held, results):
+        if host.name not in held:   # unreachable when locking
+            return results[host.name]
         if self.stop.is_set():
-            return ops.HostResult(host.name, release, state=ops.UNTOUCHED, message="not started: run interrupted")
-        return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit)
+            return results[host.name]   # the finally of deploy() gives its lock back
+        transport = held.pop(host.name)
+        return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit, transport=transport,
+                               stop=self.stop, locked=results[host.name])
 
     def _revert(self, hosts, results, release):
         def revert(host):

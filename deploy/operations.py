@@ -74,18 +74,63 @@ def connect(host):
     return Transport(host).connect()
 
 
-def deploy_host(host, pipeline, release, operator, emit, transport=None):
-    """Deploy one host. Never raises for host-side failures: they end in the result's state."""
-    t_start = time.monotonic()
+def lock_host(host, pipeline, release, operator, emit):
+    """Connect and take the deploy lock. Returns (transport or None, HostResult)."""
     result = HostResult(host.name, release)
-    emit({"type": "host_start", "host": host.name, "release": release})
     try:
-        transport = transport or connect(host)
+        transport = connect(host)
     except TransportError as exc:
         result.state, result.message = UNREACHABLE, str(exc)
-        emit({"type": "host_end", "host": host.name, "result": result})
-        return result
+        return None, result
     runner = Runner(transport, host, emit)
+    ctx = StepContext(host=host, pipeline=pipeline, release=release)
+    try:
+        res = runner.run([planner.lock(ctx, operator)])
+    except TransportError as exc:
+        transport.close()
+        result.state, result.message = UNREACHABLE, str(exc)
+        return None, result
+    result.steps.extend(res)
+    result.executed = runner.executed
+    if res[0].status != "ok":
+        failed = res[0].failed_command
+        transport.close()
+        if failed and failed.exit_code == planner.LOCKED_EXIT:
+            result.state = LOCKED
+            result.message = "deploy lock is held: " + _lock_text(failed.output, pipeline.lock_stale_after)
+        else:
+            result.state, result.message = FAILED, _failure_text(res[0])
+        return None, result
+    result.state = "locked by us"
+    return transport, result
+
+
+def release_lock(host, pipeline, release, operator, transport):
+    """Give back a lock taken by lock_host when the run does not go ahead on this host."""
+    runner = Runner(transport, host, lambda e: None)
+    _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [
+        planner.unlock(StepContext(host, pipeline, release), operator)])])
+    transport.close()
+
+
+def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=None, locked=None):
+    """Deploy one host. Never raises for host-side failures: they end in the result's state.
+
+    `transport` + `locked` (a HostResult from lock_host) when the fleet already took the lock.
+    """
+    t_start = time.monotonic()
+    emit({"type": "host_start", "host": host.name, "release": release})
+    if transport is None:
+        transport, result = lock_host(host, pipeline, release, operator, emit)
+        if transport is None:
+            result.duration = time.monotonic() - t_start
+            emit({"type": "host_end", "host": host.name, "result": result})
+            return result
+    else:
+        result = locked or HostResult(host.name, release)
+    result.state = UNTOUCHED
+    runner = Runner(transport, host, emit, stop=stop)
+    runner.executed = list(result.executed)
     try:
         _deploy(host, pipeline, release, operator, runner, result)
     except TransportError as exc:
@@ -98,7 +143,7 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None):
     finally:
         transport.close()
         result.executed = runner.executed
-        result.duration = time.monotonic() - t_start
+        result.duration += time.monotonic() - t_start
         result.rsync_files = _rsync_files(result.steps)
     emit({"type": "host_end", "host": host.name, "result": result})
     return result
@@ -106,34 +151,35 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None):
 
 def _deploy(host, pipeline, release, operator, runner, result):
     steps = planner.deploy(host, pipeline, release, operator)
-    prepare, body, finalize = steps[0], steps[1:-1], steps[-1]
-    res = runner.run([prepare])
+    prepare, body, finalize = steps[1], steps[2:-1], steps[-1]
+    unlock = planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, release), operator)])
+    res = runner.run([prepare], interruptible=True)
     result.steps.extend(res)
     if res[0].status != "ok":
         failed = res[0].failed_command
-        if failed and failed.exit_code == planner.LOCKED_EXIT:
-            result.state = LOCKED
-            result.message = "deploy lock is held: " + _lock_text(failed.output)
-            return
-        if failed and failed.exit_code == planner.ALREADY_LIVE_EXIT:
-            _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, release), operator)])])
+        _run_quiet(runner, [unlock])
+        if res[0].status == "interrupted":
+            result.state, result.message = UNTOUCHED, "interrupted before any change"
+        elif failed and failed.exit_code == planner.ALREADY_LIVE_EXIT:
             result.state = FAILED_BEFORE_SWITCH
             result.message = f"release {release} is already live on {host.name}; nothing to do (use a new --release id)"
-            return
-        _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, release), operator)])])
-        result.state = FAILED_BEFORE_SWITCH
-        result.message = _failure_text(res[0])
+        else:
+            result.state, result.message = FAILED_BEFORE_SWITCH, _failure_text(res[0])
         return
     result.previous = _release_of(runner.facts.get("previous"))
 
-    res = runner.run(body)
+    res = runner.run(body, interruptible=True)
     result.steps.extend(res)
     activate_index = next(i for i, s in enumerate(body) if s.kind == "activate")
     result.switched = res[activate_index].status == "ok"
-    failed_step = next((r for r in res if r.status == "failed"), None)
+    if any(r.status == "interrupted" for r in res) and not result.switched:
+        result.steps.extend(runner.run(planner.discard(host, pipeline, release, operator, "interrupted")))
+        result.state = UNTOUCHED
+        result.message = "interrupted before the switch: the new release was removed, the live one never changed"
+        return
+    failed_step = next((r for r in res if r.status in ("failed", "interrupted")), None)
     if failed_step is None:
-        t_act = _activated_at(res, activate_index)
-        result.activated_to_verified = t_act
+        result.activated_to_verified = _activated_at(res, activate_index)
         result.steps.extend(runner.run([finalize]))
         result.state = DEPLOYED
         return
@@ -146,15 +192,13 @@ def _deploy(host, pipeline, release, operator, runner, result):
     # Failed after the switch: go back to the previous release and prove the pool runs it.
     if not result.previous:
         mark = planner.rollback(host, pipeline, release, operator, failed=release, reason=reason)[0]
-        result.steps.extend(runner.run([mark, planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, release), operator)])]))
+        result.steps.extend(runner.run([mark, unlock]))
         result.state = NEEDS_HUMAN
         result.message = f"{reason}; no previous release to roll back to, {release} stays live (marked bad)"
         return
     result.actions.append({"action": "rollback", "to": result.previous, "why": reason})
     rb = runner.run(planner.rollback(host, pipeline, result.previous, operator, failed=release, reason=reason,
                                      action="auto-rollback"))
-    for r in rb:
-        r.name = r.name if "rollback" in r.name else f"{r.name} (rollback)"
     result.steps.extend(rb)
     failed_rb = next((r for r in rb if r.status == "failed"), None)
     if failed_rb:
@@ -178,18 +222,28 @@ def _failure_text(step_result):
     return f"step '{step_result.name}' failed ({code}): {failed.command[:200]}" + (f"\n{tail}" if tail else "")
 
 
-def _lock_text(output):
-    lines = [l for l in output.splitlines() if l.strip() and l.strip() != "LOCKED"]
-    info = {}
-    try:
-        info = json.loads(lines[0]) if lines else {}
-    except ValueError:
-        pass
-    since = lines[1] if len(lines) > 1 else "?"
-    if info:
-        return (f"{info.get('user')}@{info.get('machine')} pid {info.get('pid')} deploying "
-                f"{info.get('release')} since {since}; if that deploy is dead: fab unlock --host HOST")
-    return (output.strip() or "unknown holder") + "; if that deploy is dead: fab unlock --host HOST"
+def _lock_text(output, stale_after=None):
+    """Who holds the lock, since when, and whether it looks abandoned."""
+    info, since, age = {}, "?", None
+    for line in output.splitlines():
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                info = json.loads(line)
+            except ValueError:
+                pass
+        elif line.startswith("AGE "):
+            age = int(line[4:]) if line[4:].strip().lstrip("-").isdigit() else None
+        elif line and line != "LOCKED" and line != "REMOVED":
+            since = line
+    who = (f"{info.get('user')}@{info.get('machine')} pid {info.get('pid')} "
+           f"{info.get('action', 'deploying')} {info.get('release')}") if info else "unknown holder"
+    text = f"{who} since {since}"
+    if age is not None:
+        text += f" ({age}s ago)"
+        if stale_after and age > stale_after:
+            text += f"; STALE: older than {stale_after}s, probably left by a dead deploy"
+    return text + "; if that deploy is dead: fab unlock --host HOST"
 
 
 def _run_quiet(runner, steps):
@@ -207,7 +261,7 @@ STATE_SCRIPT = (
     " for r in $(ls -1t releases 2>/dev/null); do"
     " echo \"RELEASE $r $(stat -c %Y releases/$r) $(test -f releases/$r/RELEASE && echo complete || echo incomplete)\"; done;"
     " for b in $(ls -1 .deploy/bad 2>/dev/null); do echo \"BAD $b $(head -c 200 .deploy/bad/$b | tr '\\n' ' ')\"; done;"
-    " if [ -f .deploy/lock/info ]; then echo \"LOCK $(tr '\\n' ' ' < .deploy/lock/info)\"; fi;"
+    " if [ -f .deploy/lock/info ]; then echo \"LOCK $(tr '\\n' ' ' < .deploy/lock/info) AGE $(( $(date +%s) - $(stat -c %Y .deploy/lock) ))s\"; fi;"
     " tail -n 20 .deploy/history.jsonl 2>/dev/null | sed 's/^/HISTORY /'"
 )
 
@@ -283,7 +337,7 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
         result.release = target
         failed = mark_bad or (state["current"] if state["current"] and to is None else None)
         steps = planner.rollback(host, pipeline, target, operator, failed=failed,
-                                 reason=reason or ("manual rollback" if failed else ""), lock=True)
+                                 reason=reason or ("manual rollback" if failed else ""), take_lock=True)
         if dry_run:
             result.state = PLANNED
             return result, steps
@@ -291,7 +345,8 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
         result.steps.extend(res)
         first = res[0]
         if first.status == "failed" and first.failed_command and first.failed_command.exit_code == planner.LOCKED_EXIT:
-            result.state, result.message = LOCKED, "deploy lock is held: " + _lock_text(first.failed_command.output)
+            result.state, result.message = LOCKED, "deploy lock is held: " + _lock_text(first.failed_command.output,
+                                                                                        pipeline.lock_stale_after)
             return result, steps
         failed_step = next((r for r in res if r.status == "failed"), None)
         result.switched = any(r.kind == "activate" and r.status == "ok" for r in res)

@@ -10,7 +10,8 @@ from . import yamlfile
 from .errors import ConfigError
 from .steps import KINDS
 
-TOP_KEYS = ("source", "keep_releases", "remediate", "strategy", "steps", "serial", "max_fail", "parallel")
+TOP_KEYS = ("source", "keep_releases", "remediate", "strategy", "steps", "serial", "max_fail", "parallel",
+            "lock_stale_after")
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ class Pipeline:
     serial: list = field(default_factory=lambda: ["100%"])
     max_fail: str | int = 0
     parallel: int | None = None
+    lock_stale_after: int = 3600
 
     def split(self):
         """Steps before `activate`, the activate step, and the steps after it."""
@@ -69,6 +71,7 @@ def load(path, source_override=None):
     max_fail = top.get("max_fail", (int, str), 0)
     _check_count(top, "max_fail", max_fail, allow_zero=True)
     parallel = top.integer("parallel", None, minimum=1)
+    lock_stale_after = top.integer("lock_stale_after", 3600, minimum=1)
     raw_steps = top.get("steps", list, required=True, hint="list the steps, e.g. - sync, - activate")
     top.done()
 
@@ -89,7 +92,8 @@ def load(path, source_override=None):
         raise top.error("source", f"source directory {resolved_source} does not exist",
                         "point source: at the app to ship, relative to the project root, or pass --source DIR")
     return Pipeline(file=str(path), source=str(resolved_source), keep_releases=keep, steps=steps,
-                    remediate=remediate, strategy=strategy, serial=serial, max_fail=max_fail, parallel=parallel)
+                    remediate=remediate, strategy=strategy, serial=serial, max_fail=max_fail, parallel=parallel,
+                    lock_stale_after=lock_stale_after)
 
 
 def _check_count(section, key, value, allow_zero=False):

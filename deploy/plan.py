@@ -72,17 +72,29 @@ def _append_history(ctx, record):
                    _json_line(record), ctx.paths.history, desc="append to the deploy history")
 
 
-def prepare(ctx, operator):
+def lock(ctx, operator, action="deploy"):
+    """Take the per-host deploy lock. mkdir is atomic: exactly one contender gets it.
+
+    The lock holds who, from which machine, which pid and release; a refused contender prints
+    it (and its age) and exits LOCKED_EXIT.
+    """
     p = ctx.paths
     info = json.dumps({"user": operator.user, "machine": operator.machine, "pid": operator.pid,
-                       "release": ctx.release, "token": operator.token})
+                       "release": ctx.release, "action": action, "token": operator.token})
+    return PlannedStep("lock", "lock", [
+        ctx.cmd("mkdir -p {} && if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
+                " else echo LOCKED; cat {} 2>/dev/null; age=$(( $(date +%s) - $(stat -c %Y {}) )); echo \"AGE $age\"; exit "
+                + str(LOCKED_EXIT) + "; fi",
+                p.meta, p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info", p.lock,
+                desc="take the deploy lock"),
+    ])
+
+
+def prepare(ctx):
+    p = ctx.paths
     return PlannedStep("prepare", "prepare", [
         ctx.cmd("mkdir -p {} {} {} {} && chmod 0755 {}", p.releases, p.shared, p.bad, p.meta + "/bin", p.meta,
                 desc="create the release layout"),
-        # mkdir is atomic: exactly one deploy gets the lock.
-        ctx.cmd("if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
-                " else echo LOCKED; cat {} 2>/dev/null; exit " + str(LOCKED_EXIT) + "; fi",
-                p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info", desc="take the deploy lock"),
         ctx.cmd("readlink {} || true", p.current, capture="previous", desc="read the live release"),
         ctx.cmd("if [ -e {} ]; then live=$(readlink {}); if [ \"$live\" = {} ]; then echo 'release is already live';"
                 " exit " + str(ALREADY_LIVE_EXIT) + "; fi; rm -rf {}; fi",
@@ -116,9 +128,9 @@ def prune(ctx):
 
 
 def deploy(host, pipeline, release, operator):
-    """The success path of a deploy: prepare, every pipeline step, finalize."""
+    """The success path of a deploy: lock, prepare, every pipeline step, finalize."""
     ctx = StepContext(host=host, pipeline=pipeline, release=release)
-    steps = [prepare(ctx, operator)]
+    steps = [lock(ctx, operator), prepare(ctx)]
     for step in pipeline.steps:
         steps.append(PlannedStep(step.name, step.kind, step.module.plan(step.settings, ctx), step.where))
     steps.append(PlannedStep("finalize", "finalize", [
@@ -140,13 +152,16 @@ def discard(host, pipeline, release, operator, reason):
     ])]
 
 
-def rollback(host, pipeline, target, operator, failed=None, reason="", action="rollback", lock=False):
+def rollback(host, pipeline, target, operator, failed=None, reason="", action="rollback", take_lock=False):
     """Switch back to `target` and make the pool execute it: activate + the post-activation steps
     marked ON_ROLLBACK (opcache_reset, fpm_reload, verify; run steps with on_rollback: true)."""
     ctx = StepContext(host=host, pipeline=pipeline, release=target, phase="rollback")
     steps = []
-    if lock:
-        steps.append(PlannedStep("prepare", "prepare", prepare_rollback(ctx, operator)))
+    if take_lock:
+        steps.append(lock(ctx, operator, action))
+        steps.append(PlannedStep("prepare", "prepare", [
+            ctx.cmd("mkdir -p {} {}", ctx.paths.bad, ctx.paths.meta + "/bin", desc="create the metadata dirs"),
+            fpmctl.upload(ctx)]))
     if failed:
         steps.append(PlannedStep("mark bad", "mark", [
             ctx.cmd("mkdir -p {} && printf '%s\\n' {} > {}", ctx.paths.bad, reason or "failed verification",
@@ -162,16 +177,3 @@ def rollback(host, pipeline, target, operator, failed=None, reason="", action="r
         unlock(ctx, operator),
     ]))
     return steps
-
-
-def prepare_rollback(ctx, operator):
-    p = ctx.paths
-    info = json.dumps({"user": operator.user, "machine": operator.machine, "pid": operator.pid,
-                       "release": ctx.release, "token": operator.token, "action": "rollback"})
-    return [
-        ctx.cmd("mkdir -p {} {} && if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
-                " else echo LOCKED; cat {} 2>/dev/null; exit " + str(LOCKED_EXIT) + "; fi",
-                p.bad, p.meta + "/bin", p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info",
-                desc="take the deploy lock"),
-        fpmctl.upload(ctx),
-    ]

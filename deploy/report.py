@@ -125,22 +125,36 @@ class Reporter:
             table.add_row(r.host, Text(r.state, style=STATE_STYLE.get(r.state, "")), r.release or "-",
                           r.previous or "-", f"{r.duration:.2f}s", a2v, detail)
         self.console.print(table)
-        steps = Table(title="step times (s)")
+        self.step_times(results)
+
+    def step_times(self, results):
+        """A row per step, a column per host (or min/median/max for a fleet): where time went."""
         names = []
         for r in results:
             for s in r.steps:
-                if s.name not in names:
+                if s.name not in names and s.status != "skipped":
                     names.append(s.name)
-        if names and any(r.steps for r in results):
-            steps.add_column("host")
-            for n in names:
-                steps.add_column(n, justify="right")
-            for r in results:
-                by = {}
-                for s in r.steps:
-                    by[s.name] = by.get(s.name, 0.0) + s.duration if s.status != "skipped" else by.get(s.name)
-                steps.add_row(r.host, *[("" if by.get(n) is None else f"{by[n]:.2f}") for n in names])
-            self.console.print(steps)
+        if not names:
+            return
+        times = {r.host: {} for r in results}
+        for r in results:
+            for s in r.steps:
+                if s.status != "skipped":
+                    times[r.host][s.name] = times[r.host].get(s.name, 0.0) + s.duration
+        table = Table(title="step times (s)")
+        table.add_column("step")
+        fleet = len(results) > 6
+        columns = ["min", "median", "max"] if fleet else [r.host for r in results]
+        for col in columns:
+            table.add_column(col, justify="right")
+        for name in names:
+            if fleet:
+                values = sorted(t[name] for t in times.values() if name in t)
+                row = [values[0], values[len(values) // 2], values[-1]] if values else [None] * 3
+            else:
+                row = [times[r.host].get(name) for r in results]
+            table.add_row(name, *["" if v is None else f"{v:.2f}" for v in row])
+        self.console.print(table)
 
     def plan(self, host, planned_steps, extra=None):
         print(f"# host {host.name} ({host.user}@{host.address}:{host.port}, {host.deploy_path})", file=self.stream)

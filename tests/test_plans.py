@@ -51,7 +51,7 @@ def commands(steps, name):
 
 def test_default_plan_exact_commands(tmp_path):
     steps = build(tmp_path)
-    assert [s.name for s in steps] == ["prepare", "sync", "shared", "ownership", "artisan", "activate",
+    assert [s.name for s in steps] == ["lock", "prepare", "sync", "shared", "ownership", "artisan", "activate",
                                        "opcache_reset", "fpm_reload", "verify", "run", "finalize"]
     assert commands(steps, "artisan") == [
         "cd /var/www/app/releases/r1 && php artisan config:cache --no-interaction",
@@ -71,7 +71,7 @@ def test_default_plan_exact_commands(tmp_path):
     assert "--exclude=/RELEASE" in rsync and "--exclude='/bootstrap/cache/*.php'" in rsync
     assert "StrictHostKeyChecking=yes" in rsync and "UserKnownHostsFile=/keys/known_hosts" in rsync
     assert rsync.endswith("deploy@10.0.0.11:/var/www/app/releases/r1/")
-    assert steps[1].commands[0].local and not steps[2].commands[0].local
+    assert steps[2].commands[0].local and not steps[3].commands[0].local
 
 
 def test_non_root_user_gets_sudo_for_privileged_commands_only(tmp_path):
@@ -125,7 +125,7 @@ def test_hostile_path_is_inert_when_actually_run_by_a_shell(tmp_path):
     # Render a real command with a hostile path and run it with sh: nothing but mkdir happens.
     target = tmp_path / "x;touch pwned;$(touch pwned2)"
     steps = build(tmp_path, path=str(target))
-    mkdir = steps[0].commands[0].render()
+    mkdir = steps[1].commands[0].render()
     subprocess.run(["sh", "-c", mkdir], cwd=tmp_path, check=True)
     assert (target / "releases").is_dir()
     assert not (tmp_path / "pwned").exists() and not (tmp_path / "pwned2").exists()
