@@ -43,6 +43,7 @@ done
 
 q() { printf '%q' "$1"; }   # quote a value for the remote shell
 log() { printf '%s %s:%s %s\n' "$(date +%T.%3N)" "$host" "$port" "$*" >&2; }
+log "start $release"
 
 cm_dir=$(mktemp -d /tmp/baseline-cm.XXXXXX)
 ctl="$cm_dir/cm"
@@ -55,6 +56,7 @@ trap cleanup EXIT
 
 # The one TCP/SSH connection: a master with no session; every ssh and rsync below rides on it.
 ssh "${ssh_opts[@]}" -fN "$target"
+log "connected"
 
 R=$(q "$path") REL=$(q "$release") RD=$(q "$path/releases/$release")
 token="$(id -un)@$(hostname):$$"

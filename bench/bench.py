@@ -265,6 +265,20 @@ def plan_bench(n, work_root, repeats=3):
 # ----------------------------------------------------------------------------------- output
 
 
+def other_sandbox_hosts(root):
+    """FPM masters of sandbox hosts that are not ours (other labs on this machine add noise)."""
+    mine, n = str(Path(root).resolve()) + "/", 0
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if cmd.startswith("php-fpm: master process") and mine not in cmd:
+                n += 1
+    return n
+
+
 def machine_info():
     try:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
@@ -283,7 +297,9 @@ def machine_info():
 def tables(results, plan, info, args):
     out = []
     out.append(f"Machine: {info['nproc']} CPU ({info['cpu']}), Linux {info['kernel']}, Python {info['python']}; "
-               f"{info['date']}; load average at start {info['load']}. Rounds per K: {args.rounds}.")
+               f"{info['date']}; load average at start {info['load']}, at end {info.get('load_end', '?')}; "
+               f"other sandbox hosts running on the machine (not ours): {info.get('others', '?')} at start, "
+               f"{info.get('others_end', '?')} at end. Rounds per K: {args.rounds}.")
     out.append("")
     out.append("| K hosts | parallel | tool wall (median) | script wall (median) | tool / script | "
                "tool CPU per host (own process) | tool CPU per host (with rsync/ssh children) | script CPU per host |")
@@ -387,6 +403,7 @@ def main(argv=None):
     os.environ.setdefault("LAB_QUIET", "1")
 
     info = machine_info()
+    info["others"] = other_sandbox_hosts(args.root)
     work_root = Path(tempfile.mkdtemp(prefix="deploy-bench-"))
     source = work_root / "src"
     shutil.copytree(PROJECT / "sample-app", source, ignore=shutil.ignore_patterns("*.php.cache"))
@@ -413,6 +430,8 @@ def main(argv=None):
             log(f"logs and reports kept in {work_root}")
         else:
             shutil.rmtree(work_root, ignore_errors=True)
+    info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    info["others_end"] = other_sandbox_hosts(args.root)
     text = tables(results, plan, info, args)
     print()
     print(text)

@@ -108,6 +108,10 @@ class Fleet:
                     results[r.host] = r
                 done_batches.append(batch)
                 failed = [r for r in batch_results if r.state not in ops.OK_STATES]
+                if self.stop.is_set():
+                    # Interrupted: hosts that switched and verified are kept (a complete, proven
+                    # release); the rest never started. Nothing is half-switched either way.
+                    break
                 if len(failed) > threshold(max_fail, len(batch)):
                     scope = [h for b in done_batches for h in b] if rollback_all else batch
                     self.emit({"type": "message", "text": f"batch {number}: {len(failed)} of {len(batch)} hosts failed "
@@ -130,7 +134,8 @@ class Fleet:
         if host.name not in held:   # unreachable when locking
             return results[host.name]
         if self.stop.is_set():
-            return results[host.name]   # the finally of deploy() gives its lock back
+            # Not started: the finally of deploy() gives its lock back.
+            return ops.HostResult(host.name, release, state=ops.UNTOUCHED, message="not started: run interrupted")
         transport = held.pop(host.name)
         return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit, transport=transport,
                                stop=self.stop, locked=results[host.name])
