@@ -166,6 +166,23 @@ def test_host_whose_sshd_dies_mid_deploy_is_unreachable_others_finish(fleet, tmp
     assert_consistent(fleet)
 
 
+def test_hanging_host_fails_in_bounded_time(fleet, tmp_path):
+    # A host whose sshd hangs (SIGSTOP: the TCP connect succeeds, no banner ever comes).
+    text = open(fleet.inventory).read().replace("  web_user: www-data", "  web_user: www-data\n  connect_timeout: 3")
+    inv = write(tmp_path / "inv.yml", text)
+    labmod.freeze_sshd("lab7", root=ROOT)
+    t0 = time.monotonic()
+    try:
+        r = fab("deploy", "--host", "lab6,lab7", "--inventory", str(inv), "--pipeline", pipe(tmp_path),
+                "--release", "r2", "--max-fail", "1")
+    finally:
+        labmod.thaw_sshd("lab7", root=ROOT)
+    assert time.monotonic() - t0 < 40
+    assert r.returncode == 1
+    assert "lab7 unreachable" in r.stdout
+    assert live(fleet, "lab6") == "r2" and live(fleet, "lab7") == "r1"
+
+
 def test_sigint_mid_run_leaves_every_host_complete_and_unlocked(fleet, tmp_path):
     p = pipe(tmp_path)
     proc = subprocess.Popen([FAB, "deploy", "--host", "lab", "--inventory", fleet.inventory, "--pipeline", p,

@@ -1,0 +1,301 @@
+"""Remediation: run the checks, apply the fix mapped to each failed check, verify again; bounded.
+
+The fixes are the ones that really work (../shared/FACTS.md), never the incident report's:
+
+  acl            ACLs on the writable dirs only (storage, bootstrap/cache: their REAL paths, so
+                 `setfacl -R` also recurses into a symlinked shared/storage):
+                 setfacl -R -m u:WEB:rwX,d:u:WEB:rwX. Never `chown -R` of the code.
+  artisan        the pipeline's cache commands (config:cache, route:cache, view:cache,
+                 event:cache) one by one as the deploy user in the live release, each exit code
+                 checked (never `optimize`); followed by an OPCache reset, because cached config
+                 and routes are loaded with `require`, through OPCache.
+  opcache_reset  inside the pool (fpmctl.php reset over the pool's FastCGI socket, proven by its
+                 restart counters) plus clearing opcache.file_cache when set. Never
+                 `php -r opcache_reset()`: the CLI has its own cache.
+  fpm_reload     the inventory's fpm.reload command, then fpmctl wait until the pool answers.
+
+A remedy that did not help is not repeated: the next attempt escalates (opcache_reset ->
+fpm_reload) or stops. `heal()` never rolls back; the caller does when it returns ok=False.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+from . import fpmctl
+from . import health
+from . import plan as planner
+from .commands import Raw
+from .context import StepContext
+from .executor import Runner
+from .plan import PlannedStep
+from .transport import TransportError
+
+ESCALATE = {"opcache_reset": "fpm_reload"}
+HEALED, NOT_HEALED, LOCKED, UNREACHABLE, HEALTHY = "healed", "not healed", "locked", "unreachable", "healthy"
+
+
+@dataclass
+class HealResult:
+    host: str
+    ok: bool = False
+    state: str = NOT_HEALED
+    actions: list = field(default_factory=list)
+    before: list = field(default_factory=list)     # findings before any fix
+    findings: list = field(default_factory=list)   # findings after the last verification
+    attempts: int = 0
+    duration: float = 0.0
+    message: str = ""
+
+    def as_dict(self):
+        return {"host": self.host, "ok": self.ok, "state": self.state, "attempts": self.attempts,
+                "duration": round(self.duration, 3), "message": self.message, "actions": self.actions,
+                "before": [f.as_dict() for f in self.before], "findings": [f.as_dict() for f in self.findings]}
+
+
+def settled(findings):
+    """The host serves its live release and nothing the tool can fix is still failing.
+
+    Failures only a human can fix (nginx config, code writable by the web user) do not count:
+    rolling back would not fix them either; they are reported.
+    """
+    rc = next((f for f in findings if f.check == "running_code"), None)
+    if rc is None or rc.status == health.FAIL:
+        return False
+    return not any(f.status == health.FAIL and f.remedy for f in findings)
+
+
+# ---------------------------------------------------------------------------- plans
+
+def plan_remedy(key, host, pipeline, ev, release=None):
+    """The commands of one remedy, as data. Returns (commands, None) or (None, why it cannot run)."""
+    ctx = StepContext(host, pipeline, release or "-")
+    web, user = host.web_user, host.user
+    rel = ev["layout"].get("real")
+    if key == "acl":
+        dirs = [p for p in ev["layout"].get("writable", {}).values() if p]
+        if not rel or not dirs:
+            return None, "no live release to repair"
+        spec = f"u:{web}:rwX,d:u:{web}:rwX"
+        if not host.is_root:
+            spec += f",u:{user}:rwX,d:u:{user}:rwX"
+        # Trailing slashes: the real dirs, so -R recurses even through a symlinked path.
+        real = [d.rstrip("/") + "/" for d in dirs]
+        holder = " {}" * len(real)
+        return [
+            ctx.cmd("mkdir -p" + holder, *real, sudo=True, desc="create missing writable dirs"),
+            ctx.cmd("setfacl -R -m {}" + holder, spec, *real, sudo=True,
+                    desc=f"let {web} write {', '.join(dirs)} (ACL, default ACL for new files)"),
+            # A file the web user owns but may not write (mode u-w): ACLs do not apply to owners.
+            ctx.cmd("find" + holder + " -xdev -user {} ! -perm -u+w -exec chmod u+w {{}} +", *real, web, sudo=True,
+                    desc=f"owner-write on {web}'s own files"),
+        ], None
+    if key == "artisan":
+        if not rel:
+            return None, "no live release"
+        commands = health._artisan_commands(pipeline) or health.DEFAULT_ARTISAN
+        out = []
+        for command in commands:
+            words = command.split()
+            template = "cd {} && {} artisan" + " {}" * len(words) + " --no-interaction"
+            out.append(ctx.cmd(template, rel, ctx.php(), *words, desc=f"artisan {command}"))
+        return out, None
+    if key == "opcache_reset":
+        return _file_cache(ctx, host, ev) + [fpmctl.command(ctx, "reset")], None
+    if key == "fpm_reload":
+        if not host.fpm.reload:
+            return None, "the inventory has no fpm.reload command for this host"
+        return _file_cache(ctx, host, ev) + [
+            ctx.cmd("{}", Raw(host.fpm.reload), desc="reload PHP-FPM (inventory command)"),
+            fpmctl.command(ctx, "wait", timeout=30),
+        ], None
+    return None, f"unknown remedy {key}"
+
+
+def _file_cache(ctx, host, ev):
+    st = health._status_data(ev) or {}
+    dirs = []
+    for d in (host.fpm.file_cache, ((st.get("opcache") or {}).get("file_cache") or None)):
+        if d and d not in dirs and d.startswith("/") and d.rstrip("/") not in ("", "/tmp", "/var/tmp"):
+            dirs.append(d)
+    return [ctx.cmd("if [ -d {} ]; then find {} -mindepth 1 -delete; fi", d, d, sudo=True,
+                    desc="clear the OPCache file cache (survives resets and reloads)") for d in dirs]
+
+
+def choose(findings, applied):
+    """Remedy keys for this attempt, in run order, with the reason of each.
+
+    A key applied in an earlier attempt is not repeated; it escalates (opcache_reset ->
+    fpm_reload) or is dropped. artisan brings acl before it (new cache files must stay writable)
+    and an OPCache reset after it (cached config/routes go through OPCache).
+    """
+    why = {}
+    for f in findings:
+        if f.status != health.FAIL:
+            continue
+        for key in f.remedies:
+            if key in applied:
+                nxt = ESCALATE.get(key)
+                if not nxt or nxt in applied:
+                    continue
+                why.setdefault(nxt, []).append(f"still failing after {key}: {f.title}: {f.evidence}")
+            else:
+                why.setdefault(key, []).append(f"{f.title}: {f.evidence}")
+    if "artisan" in why:
+        if "acl" not in why and "acl" not in applied:
+            why["acl"] = ["the artisan rebuild writes into bootstrap/cache and storage: make sure the pool user may write them"]
+        if "opcache_reset" not in why and "fpm_reload" not in why:
+            why["opcache_reset"] = ["cached config and routes are loaded through OPCache: reset it after the rebuild"]
+    if "fpm_reload" in why and "opcache_reset" in why:
+        why["fpm_reload"] += why.pop("opcache_reset")   # a reload clears OPCache too
+    keys = sorted(why, key=health.REMEDIES.index)
+    return [(k, "; ".join(dict.fromkeys(why[k]))) for k in keys]
+
+
+# ---------------------------------------------------------------------------- heal
+
+def heal(runner, host, pipeline, release, emit, attempts=2):
+    """Heal one connected host. Returns (ok, actions); see heal_detailed for the findings too."""
+    r = heal_detailed(runner, host, pipeline, release, emit, attempts)
+    return r.ok, r.actions
+
+
+def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True):
+    """Checks -> fixes of the failed checks -> checks again, at most `attempts` rounds of fixes.
+
+    release: the release that must be live (None: whatever current is). Every action is emitted
+    as {"type": "action", "host", "action", "why"} before it runs and recorded with "ok".
+    Raises TransportError when the host is lost (the caller decides what that means).
+    """
+    t0 = time.monotonic()
+    result = HealResult(host.name)
+    ev = health.gather(runner, host, pipeline, release)
+    findings = health.evaluate(ev, host, pipeline, release)
+    result.before = findings
+    applied = []
+    for attempt in range(1, max(1, attempts) + 1):
+        if settled(findings):
+            break
+        chosen = choose(findings, applied)
+        if not chosen:
+            break
+        result.attempts = attempt
+        for key, why in chosen:
+            result.actions.append(_apply(runner, host, pipeline, ev, release, key, why, attempt, emit))
+            applied.append(key)
+        ev = health.gather(runner, host, pipeline, release)
+        findings = health.evaluate(ev, host, pipeline, release)
+    result.findings = findings
+    result.ok = settled(findings)
+    result.duration = time.monotonic() - t0
+    if not result.actions:
+        result.state = HEALTHY if result.ok else NOT_HEALED
+    else:
+        result.state = HEALED if result.ok else NOT_HEALED
+    left = [f for f in findings if f.status == health.FAIL]
+    for f in left:
+        emit({"type": "message", "host": host.name,
+              "text": f"{'still failing' if f.remedy else 'needs a human'}: {f.title}: {f.evidence} — fix: {f.fix}"})
+    if result.ok:
+        result.message = (f"healed in {result.duration:.2f}s ({', '.join(a['action'] for a in result.actions)})"
+                          if result.actions else "nothing to heal")
+    else:
+        result.message = ("not healed: " + "; ".join(f"{f.title}: {f.evidence}" for f in left[:3])
+                          if left else "not healed")
+    if record and result.actions:
+        _record(runner, host, pipeline, ev, result)
+    return result
+
+
+def _apply(runner, host, pipeline, ev, release, key, why, attempt, emit):
+    action = {"action": key, "why": why, "ok": False, "attempt": attempt, "commands": [], "duration": 0.0}
+    emit({"type": "action", "host": host.name, "action": key, "why": why})
+    commands, reason = plan_remedy(key, host, pipeline, ev, release)
+    if commands is None:
+        action["error"] = reason
+        emit({"type": "message", "host": host.name, "text": f"cannot {key}: {reason}"})
+        return action
+    t0 = time.monotonic()
+    res = runner.run([PlannedStep(f"heal: {key}", "heal", commands)])
+    action["duration"] = round(time.monotonic() - t0, 3)
+    action["commands"] = [c.command for r in res for c in r.commands]
+    action["ok"] = bool(res) and res[0].status == "ok"
+    if not action["ok"] and res and res[0].failed_command:
+        c = res[0].failed_command
+        action["error"] = (f"{c.command[:200]}: " + ("did not finish" if c.exit_code is None else f"exit {c.exit_code}")
+                           + (f": {c.output.strip().splitlines()[-1][:200]}" if c.output.strip() else ""))
+    return action
+
+
+def _record(runner, host, pipeline, ev, result):
+    """One history line per heal that changed something (the Laravel log check counts from it)."""
+    ctx = StepContext(host, pipeline, "-")
+    live = (ev["layout"].get("link") or "").rsplit("/", 1)[-1] or None
+    record = json.dumps({"time": "__NOW__", "action": "heal", "release": live,
+                         "state": HEALED if result.ok else NOT_HEALED,
+                         "actions": [a["action"] for a in result.actions], "by": planner.Operator.here().token})
+    cmd = ctx.cmd("if [ -d {} ]; then printf '%s\\n' {} | sed \"s/__NOW__/$(date -u +%Y-%m-%dT%H:%M:%SZ)/\" >> {}; fi",
+                  ctx.paths.meta, record, ctx.paths.history, desc="append to the deploy history")
+    try:
+        runner.run([PlannedStep("heal: record", "heal", [cmd])])
+    except TransportError:
+        pass
+
+
+# ---------------------------------------------------------------------------- one host, outside a deploy
+
+def lock_command(ctx, operator):
+    p = ctx.paths
+    info = json.dumps({"user": operator.user, "machine": operator.machine, "pid": operator.pid,
+                       "release": None, "token": operator.token, "action": "heal"})
+    return ctx.cmd("test -d {} || {{ echo 'deploy path missing'; exit 1; }}; mkdir -p {};"
+                   " if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
+                   " else echo LOCKED; cat {} 2>/dev/null; exit " + str(planner.LOCKED_EXIT) + "; fi",
+                   p.root, p.meta, p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info",
+                   desc="take the deploy lock")
+
+
+def heal_host(host, pipeline, operator, emit, attempts=2, connect=None):
+    """`fab heal` for one host: connect, take the deploy lock, heal, release the lock.
+
+    Never raises for host-side problems: they end in the result's state (healed, healthy,
+    not healed, locked, unreachable).
+    """
+    from .operations import _lock_text, connect as ops_connect
+
+    t0 = time.monotonic()
+    result = HealResult(host.name)
+    try:
+        transport = (connect or ops_connect)(host)
+    except TransportError as exc:
+        result.state, result.message = UNREACHABLE, str(exc)
+        return result
+    runner = Runner(transport, host, emit)
+    ctx = StepContext(host, pipeline, "-")
+    locked = False
+    try:
+        res = runner.run([PlannedStep("lock", "lock", [lock_command(ctx, operator)])])
+        if res[0].status != "ok":
+            failed = res[0].failed_command
+            if failed and failed.exit_code == planner.LOCKED_EXIT:
+                result.state, result.message = LOCKED, "deploy lock is held: " + _lock_text(failed.output)
+            else:
+                result.state = NOT_HEALED
+                result.message = (failed.output.strip() if failed else "") or "could not take the deploy lock"
+            return result
+        locked = True
+        r = heal_detailed(runner, host, pipeline, None, emit, attempts)
+        r.duration = time.monotonic() - t0
+        return r
+    except TransportError as exc:
+        result.state, result.message = UNREACHABLE, str(exc)
+        return result
+    finally:
+        if locked:
+            try:
+                runner.run([PlannedStep("unlock", "unlock", [planner.unlock(ctx, operator)])])
+            except TransportError:
+                pass
+        transport.close()
