@@ -52,7 +52,8 @@ class _Interrupt:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            # SIGHUP too: a closed terminal or SSH session must not leave locks behind.
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self.old[sig] = signal.signal(sig, self._handle)
         return self
 

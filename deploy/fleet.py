@@ -76,11 +76,15 @@ class Fleet:
             if transport is not None:
                 held[host.name] = transport
         if any(r.state in (ops.LOCKED, ops.FAILED) for r in results.values()):
+            blocker = next(n for n, r in results.items() if r.state in (ops.LOCKED, ops.FAILED))
             for host in ordered:
+                if host.name not in results:
+                    results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
+                                                        message=f"not deployed: {blocker} is locked")
                 if host.name in held:
                     ops.release_lock(host, self.pipeline, release, self.operator, held.pop(host.name))
                     results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
-                                                        message="not deployed: another host is locked")
+                                                        message=f"not deployed: {blocker} is locked")
             return None, results
         return held, results
 

@@ -97,7 +97,7 @@ def lock_host(host, pipeline, release, operator, emit):
         transport.close()
         if failed and failed.exit_code == planner.LOCKED_EXIT:
             result.state = LOCKED
-            result.message = "deploy lock is held: " + _lock_text(failed.output, pipeline.lock_stale_after)
+            result.message = "deploy lock is held: " + _lock_text(failed.output, pipeline.lock_stale_after, host.name)
         else:
             result.state, result.message = FAILED, _failure_text(res[0])
         return None, result
@@ -222,7 +222,7 @@ def _failure_text(step_result):
     return f"step '{step_result.name}' failed ({code}): {failed.command[:200]}" + (f"\n{tail}" if tail else "")
 
 
-def _lock_text(output, stale_after=None):
+def _lock_text(output, stale_after=None, host="HOST", hint=True):
     """Who holds the lock, since when, and whether it looks abandoned."""
     info, since, age = {}, "?", None
     for line in output.splitlines():
@@ -243,7 +243,7 @@ def _lock_text(output, stale_after=None):
         text += f" ({age}s ago)"
         if stale_after and age > stale_after:
             text += f"; STALE: older than {stale_after}s, probably left by a dead deploy"
-    return text + "; if that deploy is dead: fab unlock --host HOST"
+    return text + (f"; if that deploy is dead: fab unlock --host {host}" if hint else "")
 
 
 def _run_quiet(runner, steps):
@@ -346,7 +346,7 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
         first = res[0]
         if first.status == "failed" and first.failed_command and first.failed_command.exit_code == planner.LOCKED_EXIT:
             result.state, result.message = LOCKED, "deploy lock is held: " + _lock_text(first.failed_command.output,
-                                                                                        pipeline.lock_stale_after)
+                                                                                        pipeline.lock_stale_after, host.name)
             return result, steps
         failed_step = next((r for r in res if r.status == "failed"), None)
         result.switched = any(r.kind == "activate" and r.status == "ok" for r in res)
@@ -404,7 +404,7 @@ def unlock_host(host, pipeline, emit):
         out = res[0].commands[0].output if res[0].commands else ""
         if "NOLOCK" in out:
             return {"host": host.name, "removed": False, "was": None}
-        return {"host": host.name, "removed": True, "was": _lock_text(out.replace("REMOVED", ""))}
+        return {"host": host.name, "removed": True, "was": _lock_text(out.replace("REMOVED", ""), hint=False)}
     except TransportError as exc:
         return {"host": host.name, "error": str(exc)}
     finally:

@@ -10,6 +10,8 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 
 from rich.console import Console
+
+from .plan import LOCKED_EXIT
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
@@ -67,7 +69,7 @@ class Reporter:
         elif kind == "step":
             r = e["result"]
             self._line(host, f"step {r.name}: {r.status} ({r.duration:.2f}s)")
-            if r.status == "failed" and r.failed_command:
+            if r.status == "failed" and r.failed_command and r.failed_command.exit_code != LOCKED_EXIT:
                 c = r.failed_command
                 code = "did not finish" if c.exit_code is None else f"exit {c.exit_code}"
                 self._line(host, f"  command failed ({code}): {c.command[:300]}")
