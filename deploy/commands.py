@@ -8,6 +8,7 @@ import shlex
 from dataclasses import dataclass, field
 
 MASK = "***"
+SHELL_SYNTAX = ("&&", "||", ";", "|", ">", "<", "$(", "`", "\n")
 
 
 class Secret:
@@ -79,17 +80,22 @@ class Command:
 
     def render(self, reveal=False):
         text = self.template.format(*(quote(a, reveal) for a in self.args))
-        if self.sudo:
-            # The whole command goes to one root shell so pipes/&& stay under sudo too.
-            inner = text if reveal else self.template.format(*(quote(a, True) if not isinstance(a, Secret) else f"__SECRET{i}__"
-                                                             for i, a in enumerate(self.args)))
-            quoted = shlex.quote(inner)
-            if not reveal:
-                for i, a in enumerate(self.args):
-                    if isinstance(a, Secret):
-                        quoted = quoted.replace(f"__SECRET{i}__", MASK)
-            return f"sudo -n sh -c {quoted}"
-        return text
+        if not self.sudo:
+            return text
+        if not any(op in self.template for op in SHELL_SYNTAX) and not any(isinstance(a, Raw) for a in self.args):
+            # A simple command goes to sudo as is, so a sudoers rule can allow just that program.
+            return f"sudo -n {text}"
+        # A compound command goes to one root shell, so pipes and && stay under sudo too.
+        if reveal:
+            return "sudo -n sh -c " + shlex.quote(self.template.format(*(quote(a, True) for a in self.args)))
+        # Masked: quote around placeholders, then put *** where each secret was.
+        inner = self.template.format(*(f"__SECRET{i}__" if isinstance(a, Secret) else quote(a, True)
+                                       for i, a in enumerate(self.args)))
+        quoted = shlex.quote(inner)
+        for i, a in enumerate(self.args):
+            if isinstance(a, Secret):
+                quoted = quoted.replace(f"__SECRET{i}__", MASK)
+        return f"sudo -n sh -c {quoted}"
 
     def __str__(self):
         return self.render()
