@@ -5,7 +5,7 @@ Run `fab --list` for the tasks and `fab --help TASK` for their flags; docs/comma
 
 from invoke import Collection, Exit, task
 
-from deploy import cli
+from deploy import cli, cli_health
 
 
 def _done(code):
@@ -63,6 +63,20 @@ def unlock(c, host, inventory=None):
     _done(cli.unlock(host, inventory))
 
 
+@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file",
+            "pipeline": "pipeline file", "json": "print JSON"})
+def health(c, host, inventory=None, pipeline=None, json=False):
+    """The eight health checks per host (pass/warn/fail, evidence, fix); exit 1 when one fails."""
+    _done(cli_health.health(host, inventory, pipeline, as_json=json))
+
+
+@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file",
+            "pipeline": "pipeline file", "json": "print JSON", "attempts": "rounds of fixes (default 2)"})
+def heal(c, host, inventory=None, pipeline=None, json=False, attempts=2):
+    """Fix what the checks find (ACLs, OPCache reset in the pool, FPM reload, artisan caches), verify again."""
+    _done(cli_health.heal(host, inventory, pipeline, as_json=json, attempts=int(attempts)))
+
+
 @task(help={"hosts": "how many sandbox hosts (default 3)"})
 def lab_up(c, hosts=3):
     """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host; writes hosts/lab.yml."""
@@ -82,4 +96,4 @@ def lab_down(c, purge=False):
 lab_ns = Collection("lab")
 lab_ns.add_task(lab_up, name="up")
 lab_ns.add_task(lab_down, name="down")
-ns = Collection(deploy, plan, rollback, releases, unlock, lab_ns)
+ns = Collection(deploy, plan, rollback, releases, unlock, health, heal, lab_ns)

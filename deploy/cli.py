@@ -1,7 +1,9 @@
 """Command implementations behind the fab tasks: parse arguments, load YAML, call operations,
 hand results to the report layer, return an exit code (docs/commands.md)."""
 
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -61,7 +63,12 @@ class _Interrupt:
         if not self.event.is_set():
             self.event.set()
             self.reporter({"type": "message", "text": f"{signal.Signals(signum).name}: no new host will start; "
-                           "hosts in progress finish their step and end in a consistent state"})
+                           "hosts in progress finish their current SSH session (at most: build, switch, verify,"
+                           " or rollback) and end in a consistent state. Again to abandon them (locks may stay)."})
+        else:
+            # Second signal: the user insists. Hosts still working keep whatever their remote
+            # session does; their locks may stay (fab unlock).
+            raise KeyboardInterrupt
 
     def __exit__(self, *exc):
         for sig, old in self.old.items():
@@ -75,13 +82,12 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
         hosts, pipe = load(host, inventory, pipeline, source)
         release = planner.check_release_id(release) if release else planner.new_release_id()
         if serial:
-            serial = [s.strip() for s in str(serial).split(",") if s.strip()]
-            for s in serial:
-                if not (s.isdigit() and int(s) > 0) and not (s.endswith("%") and s[:-1].isdigit()):
-                    raise ConfigError(f"bad --serial value {s!r}", hint="e.g. --serial 1,25%,100%")
-            serial = [int(s) if s.isdigit() else s for s in serial]
-        if max_fail is not None and not (str(max_fail).isdigit() or (str(max_fail).endswith("%") and str(max_fail)[:-1].isdigit())):
-            raise ConfigError(f"bad --max-fail value {max_fail!r}", hint="a count (2) or a percentage (10%)")
+            serial = [int(x) if x.strip().isdigit() else x.strip() for x in str(serial).split(",") if x.strip()]
+            for item in serial:
+                pipeline_mod.check_count("--serial", item, hint="e.g. --serial 1,25%,100%")
+        if max_fail is not None:
+            max_fail = int(max_fail) if str(max_fail).isdigit() else str(max_fail)
+            pipeline_mod.check_count("--max-fail", max_fail, allow_zero=True, hint="a count (2) or a percentage (10%)")
         operator = planner.Operator.here()
         # Plan every host first: a bad setting for any host stops the run before any SSH.
         plans = {h.name: planner.deploy(h, pipe, release, operator) for h in hosts}
@@ -89,8 +95,11 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
     if dry_run:
-        for h in hosts:
-            reporter.plan(h, plans[h.name], extra=_plan_footer(pipe))
+        try:
+            for h in hosts:
+                reporter.plan(h, plans[h.name], extra=_plan_footer(pipe))
+        except BrokenPipeError:  # `fab plan | head`: the reader has seen enough
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     reporter.message(f"deploying release {release} to {len(hosts)} host(s): {', '.join(h.name for h in hosts)}")
     reporter.start([h.name for h in hosts])
@@ -110,10 +119,19 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
 
 def _plan_footer(pipe):
     _, _, after = pipe.split()
-    names = ", ".join(s.name for s in after if s.module.ON_ROLLBACK)
-    return (f"## on failure before activate: the new release is removed, current is never touched\n"
-            f"## on failure after activate: current goes back to the previous release, then {names} run for it, "
-            f"and the failed release is marked bad")
+    again = [s.name for s in after if s.module.ON_ROLLBACK or (s.kind == "run" and s.settings.get("on_rollback"))]
+    if not any(s.kind in ("opcache_reset", "fpm_reload") for s in after):
+        again.insert(0, "opcache_reset (always on rollback)")
+    heal = ("first the health checks run and their fixes are applied (remediate: true), then if that does not help: "
+            if pipe.remediate else "")
+    switch = "sync starts writing into the live tree" if pipe.strategy == "in-place" else "activate"
+    back = ("the snapshot taken in prepare is restored" if pipe.strategy == "in-place"
+            else "current goes back to the previous release")
+    lines = [] if pipe.strategy == "in-place" else [
+        "## on failure before activate: the new release is removed, current is never touched"]
+    lines.append(f"## on failure after {switch}: {heal}{back}, then {', '.join(again)} run for it, "
+                 "and the failed release is marked bad")
+    return "\n".join(lines)
 
 
 def _write_reports(report, junit, action, release, results, code):
@@ -130,7 +148,7 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
     try:
         hosts, pipe = load(host, inventory, pipeline)
         if to:
-            planner.check_release_id(to)
+            planner.check_release_id(to, flag="--to")
         operator = planner.Operator.here()
     except ConfigError as exc:
         reporter.error(str(exc))
@@ -140,7 +158,9 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
     if not dry_run:
         reporter.start([h.name for h in hosts])
     try:
-        out = fleet.map(lambda h: ops.rollback_host(h, pipe, operator, quiet, to=to, dry_run=dry_run), hosts)
+        # A rollback is short and makes hosts consistent: the first Ctrl-C lets it finish.
+        with _Interrupt(reporter):
+            out = fleet.map(lambda h: ops.rollback_host(h, pipe, operator, quiet, to=to, dry_run=dry_run), hosts)
     finally:
         reporter.stop()
     results = [r for r, _ in out]

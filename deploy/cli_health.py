@@ -32,14 +32,19 @@ STATUS_TEXT = {checks.PASS: "pass", checks.WARN: "WARN", checks.FAIL: "FAIL"}
 
 
 def _load(host_spec, inventory, pipeline):
+    """Hosts, pipeline and layout. The layout (releases or in-place) follows the pipeline's
+    strategy when --pipeline is given; without it the default pipeline still names the cache
+    commands and writable dirs, but each host's own files decide its layout ("auto")."""
     inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
     hosts = inv.select(host_spec)
     pipe = _pipeline_or_none(pipeline)
-    return hosts, pipe
+    layout = None if (pipeline and pipe is not None) else checks.AUTO
+    return hosts, pipe, layout
 
 
-def check_host(host, pipeline, emit=None, release=None):
-    """Connect, gather, evaluate. Returns {"host", "findings", "status", "duration", "error"}."""
+def check_host(host, pipeline, emit=None, release=None, layout=None):
+    """Connect, gather, evaluate. Returns {"host", "findings", "status", "duration", "error",
+    "section_seconds" (host-side time per evidence section), "layout"}."""
     t0 = time.monotonic()
     out = {"host": host.name, "findings": [], "status": checks.FAIL, "duration": 0.0, "error": None}
     try:
@@ -50,8 +55,11 @@ def check_host(host, pipeline, emit=None, release=None):
         return out
     try:
         runner = Runner(transport, host, emit or (lambda e: None))
-        out["findings"] = checks.run_checks(runner, host, pipeline, release)
+        ev = checks.gather(runner, host, pipeline, release, layout)
+        out["findings"] = checks.evaluate(ev, host, pipeline, release, layout)
+        out["layout"] = ev["layout"].get("layout")
         out["status"] = checks.worst(out["findings"])
+        out["section_seconds"] = ev.get("section_seconds", {})
     except TransportError as exc:
         out["error"] = str(exc)
     finally:
@@ -88,7 +96,7 @@ def format_host(result):
     if result.get("error"):
         return f"# {result['host']}: unreachable: {result['error']}"
     head = (f"# {result['host']}: {STATUS_TEXT[result['status']].upper()} ({_counts(result['findings'])})"
-            f" in {result['duration']:.2f}s")
+            f" in {result['duration']:.2f}s" + (f", layout {result['layout']}" if result.get("layout") else ""))
     return head + "\n" + format_findings(result["findings"])
 
 
@@ -113,18 +121,19 @@ def health(host_spec, inventory=None, pipeline=None, as_json=False, reporter=Non
     """The eight checks per host; 0 when no check fails, 1 otherwise, 2 on bad input."""
     reporter = reporter or Reporter()
     try:
-        hosts, pipe = _load(host_spec, inventory, pipeline)
+        hosts, pipe, layout = _load(host_spec, inventory, pipeline)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
     fleet = fleet_mod.Fleet(hosts, pipe, planner.Operator.here(), lambda e: None,
                             parallel=parallel or fleet_mod.DEFAULT_PARALLEL)
-    results = fleet.map(lambda h: check_host(h, pipe), hosts)
+    results = fleet.map(lambda h: check_host(h, pipe, layout=layout), hosts)
     code = EXIT_OK if all(not r["error"] and r["status"] != checks.FAIL for r in results) else EXIT_FAILED
     if as_json:
         reporter.message(json.dumps({"action": "health", "exit_code": code, "hosts": [
             {"host": r["host"], "status": None if r["error"] else r["status"], "error": r["error"],
-             "duration": round(r["duration"], 3), "findings": [f.as_dict() for f in r["findings"]]}
+             "layout": r.get("layout"), "duration": round(r["duration"], 3), "section_seconds": r.get("section_seconds", {}),
+             "findings": [f.as_dict() for f in r["findings"]]}
             for r in results]}, indent=2, default=str))
     else:
         for r in results:
@@ -136,7 +145,7 @@ def heal(host_spec, inventory=None, pipeline=None, as_json=False, attempts=2, re
     """Heal hosts outside a deploy (under the deploy lock); 0 when every host ends settled."""
     reporter = reporter or Reporter()
     try:
-        hosts, pipe = _load(host_spec, inventory, pipeline)
+        hosts, pipe, layout = _load(host_spec, inventory, pipeline)
         attempts = int(attempts)
         if attempts < 1:
             raise ConfigError(f"bad --attempts value {attempts!r}", hint="at least 1")
@@ -153,7 +162,7 @@ def heal(host_spec, inventory=None, pipeline=None, as_json=False, attempts=2, re
             reporter(e)
 
     fleet = fleet_mod.Fleet(hosts, pipe, operator, emit, parallel=parallel or fleet_mod.DEFAULT_PARALLEL)
-    results = fleet.map(lambda h: remediate.heal_host(h, pipe, operator, emit, attempts=attempts), hosts)
+    results = fleet.map(lambda h: remediate.heal_host(h, pipe, operator, emit, attempts=attempts, layout=layout), hosts)
     code = EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
     if as_json:
         reporter.message(json.dumps({"action": "heal", "exit_code": code, "hosts": [r.as_dict() for r in results]},

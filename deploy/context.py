@@ -45,6 +45,10 @@ class Paths:
         return posixpath.join(self.meta, "history.jsonl")
 
     @property
+    def snapshots(self):
+        return posixpath.join(self.meta, "snapshots")
+
+    @property
     def fpmctl(self):
         return posixpath.join(self.meta, "bin", "fpmctl.php")
 
@@ -64,8 +68,13 @@ class StepContext:
         return Paths(self.host.deploy_path)
 
     @property
+    def in_place(self):
+        """strategy in-place: code directly under deploy_path, hard-link snapshots for rollback."""
+        return getattr(self.pipeline, "strategy", "releases") == "in-place"
+
+    @property
     def release_dir(self):
-        return self.paths.release(self.release)
+        return self.host.deploy_path if self.in_place else self.paths.release(self.release)
 
     def cmd(self, template, *args, sudo=False, **kw):
         """Build a Command; `sudo` only takes effect when the login user is not root."""
@@ -80,7 +89,7 @@ class StepContext:
             return "{}"
 
         # `{{`/`}}` stay literal braces, as in str.format.
-        positional = re.sub(r"(?<!\{)\{([a-z_]+)\}(?!\})", take, template)
+        positional = re.sub(r"(?<!\{)\{([a-z_][a-z0-9_]*)\}(?!\})", take, template)
         return self.cmd(positional, *args, sudo=sudo, **{k: v for k, v in values.items() if k in ("desc", "ok_codes")})
 
     def php(self):

@@ -118,10 +118,11 @@ class Fleet:
                     break
                 if len(failed) > threshold(max_fail, len(batch)):
                     scope = [h for b in done_batches for h in b] if rollback_all else batch
+                    revert = [h for h in scope if results[h.name].state == ops.DEPLOYED]
                     self.emit({"type": "message", "text": f"batch {number}: {len(failed)} of {len(batch)} hosts failed "
-                               f"(max_fail {max_fail}); stopping the rollout and rolling back "
-                               f"{'every switched host' if rollback_all else 'this batch'}"})
-                    self._revert([h for h in scope if results[h.name].state == ops.DEPLOYED], results, release)
+                               f"(max_fail {max_fail}); stopping the rollout"
+                               + (f", rolling back {', '.join(h.name for h in revert)}" if revert else "")})
+                    self._revert(revert, results, release)
                     break
         finally:
             # Hosts never started (stopped rollout, Ctrl-C) still hold our lock: give it back.
@@ -153,11 +154,11 @@ class Fleet:
                 return r
             r, _ = ops.rollback_host(host, self.pipeline, self.operator, self.emit, to=prev,
                                      mark_bad=release, reason="rollout stopped: batch over max_fail")
-            r.release = prev
             return r
         for r in self.map(revert, hosts):
             old = results[r.host]
             r.steps = old.steps + r.steps
             r.executed = old.executed + r.executed
-            r.previous = release
+            # Same shape as an automatic rollback: the release tried, and the one live again.
+            r.release, r.previous = release, old.previous
             results[r.host] = r

@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
 from . import fpmctl
-from .commands import Command
 from .context import StepContext
 from .plan import PlannedStep
 
@@ -149,6 +148,9 @@ $deploy = __DEPLOY__;
 $skip = dirname(__FILE__);
 clearstatcache(true);
 $real = realpath($deploy . '/current');
+if ($real === false && !file_exists($deploy . '/current') && is_file($deploy . '/RELEASE')) {
+    $real = realpath($deploy);   // strategy in-place: the deploy path is the live tree
+}
 $roots = array_values(array_unique(array_filter([$deploy, realpath($deploy) ?: null])));
 $out = ['pid' => getmypid(), 'now' => time(), 'live' => $real === false ? null : $real,
         'error_log' => (string) ini_get('error_log'), 'error_log_tail' => null, 'opcache' => null];
@@ -174,6 +176,10 @@ if (function_exists('opcache_get_status')) {
                 continue;
             }
             foreach ($roots as $r) {
+                // The tool's own dir (probes, in place also the snapshots of earlier trees).
+                if (str_starts_with($path, $r . '/.deploy/')) {
+                    continue 2;
+                }
                 // Other releases' scripts are counted by fpmctl status (stale_scripts); a
                 // pruned release's files are gone on purpose: neither is "changed code".
                 if (str_starts_with($path, $r . '/releases/') && ($real === false || !str_starts_with($path, $real . '/'))) {
@@ -249,14 +255,32 @@ if asroot true 2>/dev/null; then printf 'root\tyes\n'; else printf 'root\tno\n';
 if asuser "$WEB" true 2>/dev/null; then printf 'web\tyes\n'; else printf 'web\tno\n'; fi
 sec layout
 REL=
+LAYOUT=
 if [ -d "$D" ]; then
   printf 'deploy\tok\n'
+  # MODE: in-place | releases (the pipeline's strategy) | auto (decide from the host, as fpmctl
+  # status does: no current, a RELEASE file directly under the deploy path = in place).
+  LAYOUT=$MODE
+  if [ "$LAYOUT" = auto ]; then
+    if [ ! -e "$D/current" ] && [ ! -L "$D/current" ] && [ -f "$D/RELEASE" ]; then LAYOUT=in-place; else LAYOUT=releases; fi
+  fi
+  printf 'layout\t%s\nmode\t%s\n' "$LAYOUT" "$MODE"
   if [ -L "$D/current" ]; then printf 'symlink\tyes\n'; else printf 'symlink\tno\n'; fi
+  if [ -e "$D/current" ] || [ -L "$D/current" ]; then printf 'current\tyes\n'; else printf 'current\tno\n'; fi
   printf 'link\t%s\n' "$(readlink "$D/current" 2>/dev/null)"
-  REL=$(readlink -f "$D/current" 2>/dev/null)
-  [ -n "$REL" ] && [ -d "$REL" ] || REL=
-  printf 'real\t%s\n' "$REL"
-  for r in $(ls -1 "$D/releases" 2>/dev/null); do printf 'release\t%s\n' "$r"; done
+  if [ "$LAYOUT" = in-place ]; then
+    # The live tree is the deploy path itself; earlier trees are the snapshots in .deploy/.
+    if [ -f "$D/RELEASE" ] || [ -f "$D/public/index.php" ]; then REL=$(readlink -f "$D" 2>/dev/null); fi
+    printf 'real\t%s\n' "$REL"
+    for r in $(ls -1 "$D/.deploy/snapshots" 2>/dev/null); do printf 'release\t%s\n' "$r"; done
+    if [ -f "$D/RELEASE" ]; then printf 'release_present\tyes\n'; fi
+  else
+    REL=$(readlink -f "$D/current" 2>/dev/null)
+    [ -n "$REL" ] && [ -d "$REL" ] || REL=
+    printf 'real\t%s\n' "$REL"
+    for r in $(ls -1 "$D/releases" 2>/dev/null); do printf 'release\t%s\n' "$r"; done
+    if [ -f "$D/RELEASE" ] && [ ! -e "$D/current" ] && [ ! -L "$D/current" ]; then printf 'inplace_hint\tyes\n'; fi
+  fi
   if [ -n "$REL" ]; then
     printf 'release_file\t%s\n' "$(head -c 200 "$REL/RELEASE" 2>/dev/null | tr -d '\n')"
     for w in $WRITABLE; do printf 'writable\t%s\t%s\n' "$w" "$(readlink -f "$REL/$w" 2>/dev/null)"; done
@@ -264,8 +288,6 @@ if [ -d "$D" ]; then
 else
   printf 'deploy\tmissing\n'
 fi
-STORAGE=
-[ -n "$REL" ] && STORAGE=$(readlink -f "$REL/storage" 2>/dev/null)
 sec history
 [ -d "$D" ] && tail -n 50 "$D/.deploy/history.jsonl" 2>/dev/null
 sec fpmctl
@@ -384,14 +406,21 @@ if [ -n "$REL" ]; then
     done
     set --
     for w in $WRITABLE; do set -- "$@" -path "$REL/$w" -o; done
+    # In place, .deploy/ (lock, history, snapshots of earlier trees) is not the live code.
+    [ "$LAYOUT" = in-place ] && set -- "$@" -path "$REL/.deploy" -o
     asuser "$WEB" find "$REL" -xdev \( "$@" -false \) -prune -o -writable -printf 'codew\t%u:%g\t%m\t%p\n' 2>/dev/null | awk 'NR<=10 {print} END {printf "codew_count\t%d\n", NR}'
-    for p in "$D" "$D/releases" "$D/shared" "$D/shared/.env" "$D/.deploy"; do
+    if [ "$LAYOUT" = in-place ]; then set -- "$D/.deploy"; else set -- "$D" "$D/releases" "$D/shared" "$D/shared/.env" "$D/.deploy"; fi
+    for p in "$@"; do
       if [ -e "$p" ] && asuser "$WEB" test -w "$p" 2>/dev/null; then printf 'codew_top\t%s\n' "$p"; fi
     done
   else
     echo "noweb"
   fi
-  find "$REL" "$D/shared" -xdev ! -user "$DUSER" ! -user "$WEB" -printf 'odd\t%u:%g\t%m\t%p\n' 2>/dev/null | awk 'NR<=10 {print} END {printf "odd_count\t%d\n", NR}'
+  if [ "$LAYOUT" = in-place ]; then
+    find "$REL" -xdev -path "$REL/.deploy" -prune -o ! -user "$DUSER" ! -user "$WEB" -printf 'odd\t%u:%g\t%m\t%p\n' 2>/dev/null | awk 'NR<=10 {print} END {printf "odd_count\t%d\n", NR}'
+  else
+    find "$REL" "$D/shared" -xdev ! -user "$DUSER" ! -user "$WEB" -printf 'odd\t%u:%g\t%m\t%p\n' 2>/dev/null | awk 'NR<=10 {print} END {printf "odd_count\t%d\n", NR}'
+  fi
 fi
 sec bootstrap
 if [ -n "$REL" ]; then
@@ -399,8 +428,16 @@ if [ -n "$REL" ]; then
   if [ -d "$BC" ]; then
     find "$BC" -maxdepth 1 -type f -name '*.php' -printf 'file\t%f\t%u:%g\t%m\t%T@\n' 2>/dev/null
     if [ -f "$BC/config.php" ]; then
-      DRE=$(printf '%s' "$D" | sed 's/[][\.*^$+?(){}|]/\\&/g')
-      grep -oE "$DRE/(releases/[^/'\"]+|current)" "$BC/config.php" 2>/dev/null | sort | uniq -c | awk '{printf "configref\t%s\t%s\n", $1, $2}'
+      if [ "$LAYOUT" = in-place ]; then
+        # In place, a cache built for this tree holds paths under the deploy path itself (never
+        # under a snapshot), and Laravel's storage paths give the base path it was built for.
+        RRE=$(printf '%s' "$REL" | sed 's/[][\.*^$+?(){}|]/\\&/g')
+        grep -oE "$RRE(/\.deploy/snapshots/[^/'\"]+)?[/'\"]" "$BC/config.php" 2>/dev/null | sed 's/.$//' | sort | uniq -c | awk '{printf "configref\t%s\t%s\n", $1, $2}'
+        grep -oE "'/[^']*/storage/(app|logs|framework)[/']" "$BC/config.php" 2>/dev/null | sed "s#^'##; s#/storage/[a-z]*[/']\$##" | sort | uniq -c | awk '{printf "basepath\t%s\t%s\n", $1, $2}'
+      else
+        DRE=$(printf '%s' "$D" | sed 's/[][\.*^$+?(){}|]/\\&/g')
+        grep -oE "$DRE/(releases/[^/'\"]+|current)" "$BC/config.php" 2>/dev/null | sort | uniq -c | awk '{printf "configref\t%s\t%s\n", $1, $2}'
+      fi
       find "$REL/config" -name '*.php' -newer "$BC/config.php" -printf 'newer_config\t%p\n' 2>/dev/null | head -n 10
       if [ -e "$REL/.env" ] && [ "$REL/.env" -nt "$BC/config.php" ]; then printf 'newer_env\t%s\n' "$(readlink -f "$REL/.env")"; fi
     fi
@@ -460,14 +497,54 @@ def _url_port(url):
     return m.group(3) or ("443" if m.group(1) == "https" else "80")
 
 
-def gather_command(host, pipeline, release="-"):
-    """The evidence script, as one Command (its full output is kept under runner.facts['health'])."""
+IN_PLACE, RELEASES, AUTO = "in-place", "releases", "auto"
+
+
+def layout_mode(pipeline, layout=None):
+    """The layout the checks assume: `layout` when given ("in-place", "releases" or "auto");
+    else the pipeline's strategy; "auto" (decided on the host: no current and a RELEASE file
+    directly under the deploy path = in place, the rule fpmctl status uses) without a pipeline."""
+    if layout in (IN_PLACE, RELEASES, AUTO):
+        return layout
+    if layout is not None:
+        raise ValueError(f"unknown layout {layout!r}")
+    if pipeline is None:
+        return AUTO
+    return IN_PLACE if getattr(pipeline, "strategy", RELEASES) == IN_PLACE else RELEASES
+
+
+def in_place(ev):
+    """Does the evidence describe an in-place host (code directly under the deploy path)?"""
+    return (ev.get("layout") or {}).get("layout") == IN_PLACE
+
+
+def resolve_layout(ev, pipeline=None, layout=None):
+    """Fill ev["layout"]["layout"] when the evidence does not say (canned evidence, an old
+    gather): from the mode, else from the host's files and what the pool reported."""
+    lay = ev["layout"]
+    if lay.get("deploy") != "ok" or lay.get("layout") in (IN_PLACE, RELEASES):
+        return ev
+    mode = layout_mode(pipeline, layout)
+    if mode == AUTO:
+        st = _status_data(ev) or {}
+        host_says = st.get("layout") == IN_PLACE or (lay.get("symlink") == "no" and not lay.get("link")
+                                                     and lay.get("current") != "yes" and bool(lay.get("release_present")))
+        mode = IN_PLACE if host_says else RELEASES
+    lay["layout"] = mode
+    return ev
+
+
+def gather_command(host, pipeline, release="-", layout=None):
+    """The evidence script, as one Command (its full output is kept under runner.facts['health']).
+
+    layout: see layout_mode (None: the pipeline decides; "auto" without one)."""
     ctx = StepContext(host, pipeline, release or "-")
     body = GATHER.replace("LOGLINES", str(LOG_TAIL_LINES))
-    header = ("D={}; WEB={}; DUSER={}; SOCK={}; PHP={}; FPMCTL={}; WANTSHA={}; URL={}; URI={}; PORT={}; WRITABLE={};"
-              " POOLPROBE={}; DISKRUN={}\n")
+    header = ("D={}; MODE={}; WEB={}; DUSER={}; SOCK={}; PHP={}; FPMCTL={}; WANTSHA={}; URL={}; URI={}; PORT={};"
+              " WRITABLE={}; POOLPROBE={}; DISKRUN={}\n")
     template = header + body.replace("{", "{{").replace("}", "}}")
-    return ctx.cmd(template, host.deploy_path, host.web_user, host.user, host.fpm.socket, ctx.php(),
+    return ctx.cmd(template, host.deploy_path, layout_mode(pipeline, layout), host.web_user, host.user,
+                   host.fpm.socket, ctx.php(),
                    ctx.paths.fpmctl, _fpmctl_sha(), host.health_url or "", _url_path(host.health_url),
                    _url_port(host.health_url),
                    " ".join(_writable_dirs(pipeline)),
@@ -475,12 +552,12 @@ def gather_command(host, pipeline, release="-"):
                    capture="health", desc="gather health evidence (one session)")
 
 
-def gather(runner, host, pipeline, release=None):
+def gather(runner, host, pipeline, release=None, layout=None):
     """Run the evidence script (uploading fpmctl.php first when it is missing or outdated).
 
     Returns the parsed evidence dict. Raises TransportError when the host is lost.
     """
-    cmd = gather_command(host, pipeline, release)
+    cmd = gather_command(host, pipeline, release, layout)
     t0 = time.monotonic()
     runner.run([PlannedStep("health", "health", [cmd])])
     ev = parse(runner.facts.get("health", ""))
@@ -656,8 +733,8 @@ def parse(text):
             owner["missing"].append({"name": r[1], "path": r[2] if len(r) > 2 else ""})
     ev["owner"] = owner
 
-    boot = {"checked": False, "nodir": False, "files": {}, "configref": {}, "newer_config": [], "newer_env": None,
-            "newer_routes": []}
+    boot = {"checked": False, "nodir": False, "files": {}, "configref": {}, "basepath": {}, "newer_config": [],
+            "newer_env": None, "newer_routes": []}
     for r in _tabbed(s.get("bootstrap")):
         boot["checked"] = True
         tag = r[0]
@@ -665,8 +742,8 @@ def parse(text):
             boot["nodir"] = True
         elif tag == "file" and len(r) >= 5:
             boot["files"][r[1]] = {"owner": r[2], "mode": r[3], "mtime": float(r[4])}
-        elif tag == "configref" and len(r) >= 3:
-            boot["configref"][r[2]] = int(r[1])
+        elif tag in ("configref", "basepath") and len(r) >= 3:
+            boot[tag][r[2]] = int(r[1])
         elif tag in ("newer_config", "newer_routes") and len(r) >= 2:
             boot[tag].append(r[1])
         elif tag == "newer_env" and len(r) >= 2:
@@ -709,6 +786,9 @@ def _probe_error(ev):
 
 
 def _live(ev):
+    """The live release id: in place the deploy path's RELEASE file, else where current points."""
+    if in_place(ev):
+        return ev["layout"].get("release_file") or None
     link = ev["layout"].get("link") or ""
     return posixpath.basename(link.rstrip("/")) if link else None
 
@@ -761,7 +841,9 @@ def check_ownership(ev, host, pipeline):
     acl_fix = (f"tool: setfacl -R -m u:{web}:rwX,d:u:{web}:rwX on {', '.join(writable)} (the real dirs, not the"
                f" symlinks; never chown -R of the code); human, if the tool cannot: the same command as root")
     if not ev["layout"].get("real"):
-        acc.add(WARN, "not checked: no live release (current is missing or dangling)", "deploy a release")
+        acc.add(WARN, "not checked: no live release (" + ("nothing deployed in place under " + host.deploy_path
+                                                          if in_place(ev) else "current is missing or dangling") + ")",
+                "deploy a release")
         return acc.finding("")
     if not own["checked"] or own["noweb"]:
         st = _status_data(ev)
@@ -787,17 +869,25 @@ def check_ownership(ev, host, pipeline):
         if codew:
             ex = ", ".join(own["codew_top"][:2] + [i["path"] for i in own["codew"][:3]])
             rel = ev["layout"]["real"]
-            acc.add(FAIL, f"{codew} code path(s) writable by the web user {web} (e.g. {ex}): PHP could rewrite code",
-                    f"human (the tool never changes code ownership): chown -R {user}: {rel} and chmod -R go-w {rel},"
-                    f" then setfacl -R -x u:{web} on it, leaving {' and '.join(writable)} alone; or deploy a new"
-                    f" release (built read-only for {web})")
+            if in_place(ev):
+                keep = " and ".join(writable + [".deploy"])
+                acc.add(FAIL, f"{codew} code path(s) writable by the web user {web} (e.g. {ex}): PHP could rewrite code",
+                        f"human (the tool never changes code ownership): in {rel}, except {keep}: chown {user}:,"
+                        f" chmod go-w and setfacl -x u:{web} (e.g. find {rel} \\( -path {rel}/storage -o -path"
+                        f" {rel}/bootstrap/cache -o -path {rel}/.deploy \\) -prune -o -exec chmod go-w {{}} +)")
+            else:
+                acc.add(FAIL, f"{codew} code path(s) writable by the web user {web} (e.g. {ex}): PHP could rewrite code",
+                        f"human (the tool never changes code ownership): chown -R {user}: {rel} and chmod -R go-w {rel},"
+                        f" then setfacl -R -x u:{web} on it, leaving {' and '.join(writable)} alone; or deploy a new"
+                        f" release (built read-only for {web})")
         acc.details["checked_as"] = web
     if own["odd_count"]:
         acc.add(WARN, f"{own['odd_count']} file(s) owned by neither {user} nor {web} (e.g. {_fmt_files(own['odd'], 2)}):"
                       " edited on the server by hand?",
                 f"human: chown them to {user} (code) or let the ACLs cover them (writable dirs); ship changes with a deploy")
     return acc.finding(f"{' and '.join(writable)} writable by {web} (every file checked as {web});"
-                       f" code not writable by {web}; owners {user}/{web} only")
+                       f" code not writable by {web}; owners {user}/{web} only"
+                       + (" (in place: the live tree, .deploy/ and its snapshots not counted)" if in_place(ev) else ""))
 
 
 def check_fpm(ev, host):
@@ -830,6 +920,10 @@ def check_fpm(ev, host):
             acc.add(FAIL, f"pool answers but cannot read the probe: {msg}",
                     f"human: the pool user must traverse {host.deploy_path} and read {host.deploy_path}/.deploy/probe;"
                     " systemd PrivateTmp/chroot hide other dirs")
+        elif kind == "probe_write":
+            acc.add(FAIL, f"the probe cannot be written: {msg}",
+                    f"human: the deploy user ({ev['meta'].get('user') or host.user}) must be able to write"
+                    f" {host.deploy_path}/.deploy/probe")
         elif kind in ("no_socket", "refused", "socket_permission", "connect"):
             pass  # the socket check reports these
         else:
@@ -896,9 +990,11 @@ def check_opcache(ev, host, pipeline):
     vt, freq = o.get("validate_timestamps"), o.get("revalidate_freq")
     resets = pipeline is not None and any(s.kind in ("opcache_reset", "fpm_reload") for s in pipeline.steps)
     if vt is False and not resets:
+        tail = (" changed code is never picked up until verify's probe catches it and remediation resets the pool"
+                if pipeline is not None and in_place(ev) else " changed code is never picked up")
         acc.add(WARN, "validate_timestamps=0 and " + ("no pipeline was given to tell whether deploys reset the pool"
                                                       if pipeline is None else "the pipeline neither resets nor reloads:"
-                                                      " changed code is never picked up"),
+                                                      + tail),
                 "human: keep `- opcache_reset` (or `- fpm_reload`) after `- activate` in the pipeline")
     changed = (pool or {}).get("opcache") or {}
     if changed.get("changed_count"):
@@ -958,8 +1054,9 @@ def check_bootstrap_cache(ev, host, pipeline):
     rel = ev["layout"].get("real")
     live = _live(ev)
     rebuild = ("tool: artisan " + ", ".join(_artisan_commands(pipeline) or DEFAULT_ARTISAN) +
-               " one by one as the deploy user in the live release, each exit code checked, then an OPCache reset"
-               " in the pool (cached config/routes are loaded through OPCache)")
+               " one by one as the deploy user in the live " + ("tree" if in_place(ev) else "release") +
+               ", each exit code checked, then an OPCache reset in the pool (cached config/routes are loaded"
+               " through OPCache)")
     acl_fix = f"tool: setfacl -R -m u:{web}:rwX,d:u:{web}:rwX on bootstrap/cache; human: the same as root"
     if not rel:
         acc.add(WARN, "not checked: no live release", "deploy a release")
@@ -986,9 +1083,24 @@ def check_bootstrap_cache(ev, host, pipeline):
     expected = [CACHE_FILES[c] for c in _artisan_commands(pipeline) if c in CACHE_FILES]
     for name in expected:
         present = name in files or (name == "routes-v7.php" and "routes.php" in files)
-        if not present:
+        if not present and pipeline is not None:
             acc.add(FAIL, f"{name} missing (the pipeline caches it)", rebuild, "artisan")
+        elif not present:
+            # No pipeline tells which caches this app builds: a missing one is not a fault by itself.
+            acc.add(WARN, f"{name} missing (the default cache commands build it; no pipeline describes this host)",
+                    "human: pass --pipeline with the host's own pipeline to check against its cache commands")
     refs = boot["configref"]
+    if in_place(ev):
+        # In place the cache must hold paths under the deploy path itself: not under a snapshot
+        # (built there, then copied back), not another base path (copied from another server).
+        snaps = sorted(posixpath.basename(k) for k in refs if "/.deploy/snapshots/" in k)
+        if snaps:
+            acc.add(FAIL, f"config.php was built in the snapshot of {', '.join(snaps)}: its paths point into .deploy/snapshots",
+                    rebuild, "artisan")
+        elsewhere = sorted(b for b in boot["basepath"] if b != rel and not b.startswith(rel + "/"))
+        if elsewhere:
+            acc.add(FAIL, f"config.php was built for another directory ({', '.join(elsewhere[:2])}), not {rel}:"
+                          " its paths point there", rebuild, "artisan")
     other = {k: v for k, v in refs.items() if "/releases/" in k and posixpath.basename(k) != live}
     if other:
         names = ", ".join(sorted(posixpath.basename(k) for k in other))
@@ -1002,8 +1114,11 @@ def check_bootstrap_cache(ev, host, pipeline):
         acc.add(FAIL, f"routes changed after route:cache ({', '.join(_short_path(p, host) for p in boot['newer_routes'][:3])}):"
                       " not registered", rebuild, "artisan")
     acc.details["files"] = sorted(files)
-    built = (f"built for release {live}" if any(posixpath.basename(k) == live for k in refs)
-             else "built through current/" if refs else "")
+    if in_place(ev):
+        built = f"built for {rel} (in place)" if rel in refs else ""
+    else:
+        built = (f"built for release {live}" if any(posixpath.basename(k) == live for k in refs)
+                 else "built through current/" if refs else "")
     return acc.finding(f"{', '.join(sorted(files)) or 'no cache files'} present" + (f", {built}" if built else "") +
                        (f"; writable by {web}" if writable else ""))
 
@@ -1160,9 +1275,11 @@ def _from_docroot(value, deploy_path):
     return any(v in value for v in ("$document_root", "$realpath_root", "$request_filename")) or deploy_path in value
 
 
-def analyse_nginx(dump, deploy_path, socket, symlinked=True):
+def analyse_nginx(dump, deploy_path, socket, symlinked=True, in_place=False):
     """Pure analysis of an `nginx -T` dump for the server that serves deploy_path.
 
+    in_place: the code lives directly under deploy_path (no current symlink, nothing is switched):
+    the root must be deploy_path/public and $realpath_root is not required.
     Returns {"server": bool, "problems": [(status, evidence, fix)], "ok": [text], "location": "file:line"}.
     """
     main, tree = nginx_tree(dump)
@@ -1182,9 +1299,15 @@ def analyse_nginx(dump, deploy_path, socket, symlinked=True):
     if not ours:
         return res
     res["server"] = True
+    public = deploy_path.rstrip("/") + "/public"
     for srv, chain, roots, passes in ours:
         for r in roots:
-            if not r.args[0].startswith(current):
+            if in_place:
+                if r.args[0].rstrip("/") != public:
+                    res["problems"].append((WARN, f"{r.file}:{r.line}: root {r.args[0]} is not {public}: nginx does not"
+                                                  " serve the tree the in-place deploy writes",
+                                            f"human: root {public};"))
+            elif not r.args[0].startswith(current):
                 res["problems"].append((WARN, f"{r.file}:{r.line}: root {r.args[0]} is not under {current}: the switch"
                                               " of current does not change what nginx serves",
                                         f"human: root {current}/public;"))
@@ -1204,6 +1327,16 @@ def analyse_nginx(dump, deploy_path, socket, symlinked=True):
             if sf is not None and len(sf.args) > 1 and not _from_docroot(sf.args[1], deploy_path):
                 continue   # e.g. FPM's own status/ping pages: no script from the document root
             res["location"] = f"{d.file}:{d.line}"
+            if in_place:
+                # Nothing is switched in place: whatever nginx passes names the one live tree.
+                if sf is None or not sf.args[1:]:
+                    res["problems"].append((WARN, f"{where} passes no SCRIPT_FILENAME: PHP-FPM cannot find the script",
+                                            f"human: in {where}: fastcgi_param SCRIPT_FILENAME"
+                                            " $document_root$fastcgi_script_name; (or include fastcgi.conf)"))
+                else:
+                    res["ok"].append(f"{where} passes SCRIPT_FILENAME {sf.args[1]} (in place: no symlink switch,"
+                                     " $realpath_root not required)")
+                continue
             bad = []
             if sf is None or not sf.args[1:] or not sf.args[1].startswith("$realpath_root"):
                 val = "missing" if sf is None else f"{' '.join(sf.args[1:])} ({sf.file}:{sf.line})"
@@ -1236,7 +1369,8 @@ def check_nginx(ev, host):
         if ngx["dump"] is None:
             rc = ngx["default_rc"]
             if rc == 126 and ev["meta"].get("root") == "no":
-                acc.add(WARN, f"cannot run nginx -T as {host.user} (needs root or sudo)", "human: run `nginx -T` as root")
+                acc.add(WARN, f"cannot run nginx -T as {ev['meta'].get('user') or host.user} (needs root or sudo)",
+                        "human: run `nginx -T` as root, or give the deploy user sudo rights for it")
             else:
                 acc.add(WARN, f"no running nginx serves {host.deploy_path}" +
                         (f" ({len(ngx['others'])} other nginx master(s) checked)" if ngx["others"] else ""),
@@ -1250,7 +1384,7 @@ def check_nginx(ev, host):
         acc.add(FAIL, f"nginx -t fails for {conf}: " + (" ".join(errors[:2]) or f"exit {rc}"),
                 "human: fix the config, then nginx -t && nginx -s reload")
         return acc.finding("")
-    res = analyse_nginx(ngx["dump"], host.deploy_path, host.fpm.socket, symlinked)
+    res = analyse_nginx(ngx["dump"], host.deploy_path, host.fpm.socket, symlinked, in_place(ev))
     for status, evidence, fix in res["problems"]:
         acc.add(status, evidence, fix)
     acc.details.update({"conf": conf, "location": res["location"], "pid": (master or {}).get("pid")})
@@ -1349,17 +1483,55 @@ def check_running_code(ev, host, release=None):
         acc.add(FAIL, f"deploy path {host.deploy_path} does not exist", "human: deploy a release first")
         return acc.finding("")
     live = _live(ev)
+    ip = in_place(ev)
+    if ip and (not live or not layout.get("real")):
+        why = (f"{host.deploy_path}/RELEASE is missing or empty" if layout.get("real")
+               else f"nothing deployed under {host.deploy_path}")
+        acc.add(FAIL, f"no live release (in place): {why}",
+                f"human: deploy (fab deploy --host {host.name}), or fab rollback --host {host.name} to restore a snapshot")
+        return acc.finding("")
     if not live or not layout.get("real"):
-        acc.add(FAIL, "no live release: current is missing or dangling" + (f" ({layout.get('link')})" if layout.get("link") else ""),
-                "human: fab rollback --host " + host.name + " (or deploy)")
+        hint = ""
+        if layout.get("inplace_hint"):
+            hint = (f"; {host.deploy_path}/RELEASE exists: the host looks laid out in place (code directly under"
+                    " the deploy path): check it with a pipeline that has strategy: in-place")
+        acc.add(FAIL, "no live release: current is missing or dangling" + (f" ({layout.get('link')})" if layout.get("link") else "")
+                + hint, "human: fab rollback --host " + host.name + " (or deploy)")
         return acc.finding("")
     acc.details["live"] = live
+    acc.details["layout"] = IN_PLACE if ip else RELEASES
+    if ip and layout.get("current") == "yes":
+        acc.add(FAIL, f"the checks assume the in-place layout, but {host.deploy_path}/current exists"
+                      + (f" (-> {layout.get('link')})" if layout.get("link") else "")
+                      + ": the host has the releases layout, or a move between layouts is half done",
+                "human: use the pipeline that matches the host (strategy: releases when current -> releases/<id>),"
+                " or finish the move (docs/remediation.md, in-place strategy)")
     if release and release != live:
-        acc.add(FAIL, f"current points to {live}, expected {release}", "the deploy/rollback decides; nothing healed")
+        acc.add(FAIL, (f"{host.deploy_path}/RELEASE says {live}" if ip else f"current points to {live}")
+                + f", expected {release}", "the deploy/rollback decides; nothing healed")
     reset_fix = ("tool: OPCache reset inside the pool, then an FPM reload if still stale; human: fab heal --host "
                  + host.name + " (never `php -r opcache_reset()`)")
     st = _status_data(ev)
-    if st:
+    if st and ip:
+        # In place nothing is switched: the pool runs the live code when it reads this RELEASE
+        # and none of the scripts it cached changed on disk since (fpmctl verify's rule).
+        acc.details["pool_release"] = st.get("release")
+        if st.get("layout") not in (None, IN_PLACE):
+            acc.add(FAIL, f"the pool sees the releases layout ({host.deploy_path}/current resolves to"
+                          f" {st.get('current_realpath')}), not code in place", "human: see the first finding above")
+        elif st.get("release") != live:
+            acc.add(FAIL, f"the pool reads release {st.get('release')!r}, {host.deploy_path}/RELEASE says {live}",
+                    reset_fix, "opcache_reset")
+        o = st.get("opcache") or {}
+        n = o.get("changed_scripts") or 0
+        acc.details["changed_scripts"] = n
+        if n:
+            ex = ", ".join(_short_path(p, host) for p in (o.get("changed_examples") or [])[:3])
+            acc.add(FAIL, f"the pool runs stale code: {n} cached script(s) changed on disk after it cached them ({ex})"
+                    + ("; validate_timestamps=0: never re-read until a reset" if o.get("validate_timestamps") is False
+                       else f"; re-read only after revalidate_freq={o.get('revalidate_freq')}s"),
+                    reset_fix, "opcache_reset")
+    elif st:
         pool_dir = st.get("release_dir")
         acc.details["pool_release"] = pool_dir
         if pool_dir != live:
@@ -1389,7 +1561,7 @@ def check_running_code(ev, host, release=None):
             acc.add(FAIL, f"HTTP {code} from {host.health_url}: the web server cannot get an answer from the pool",
                     "tool: reload FPM; human: see the socket and PHP-FPM checks", "fpm_reload")
         elif code != 200:
-            acc.add(FAIL, f"HTTP {code} from {host.health_url}: {shown}",
+            acc.add(FAIL, f"HTTP {code} from {host.health_url}" + (f": {shown}" if shown else ""),
                     "tool: fixes of the other failed checks, then an FPM reload; human: read the Laravel/PHP logs",
                     "fpm_reload")
         else:
@@ -1405,7 +1577,8 @@ def check_running_code(ev, host, release=None):
                         "human: let the health URL answer the release id so the tool can prove which code runs")
         if disk is None and ev.get("disk"):
             acc.details["disk_unstable"] = True
-    ok = f"the pool executes releases/{live}"
+    ok = (f"the pool executes {live} in place ({host.deploy_path}/RELEASE), no cached script changed on disk"
+          if ip else f"the pool executes releases/{live}")
     if http and http["code"] == 200:
         ok += f"; HTTP 200 {_clip(http['body'], 40)!r} from {host.health_url}"
         if disk and disk["status"] == 200:
@@ -1415,8 +1588,15 @@ def check_running_code(ev, host, release=None):
 
 # ============================================================================ entry points
 
-def evaluate(ev, host, pipeline, release=None):
-    """Evidence -> the eight Findings, in CHECKS order. Pure: no I/O."""
+def evaluate(ev, host, pipeline, release=None, layout=None):
+    """Evidence -> the eight Findings, in CHECKS order. Pure: no I/O (but fills in
+    ev["layout"]["layout"] when the evidence does not name the layout; see resolve_layout)."""
+    resolve_layout(ev, pipeline, layout)
+    if (layout_mode(pipeline, layout) == AUTO and pipeline is not None and ev["layout"].get("layout")
+            and layout_mode(pipeline) != ev["layout"]["layout"]):
+        # The default pipeline (no --pipeline) is for the other layout: it does not describe this
+        # host, so its cache commands and resets are no evidence about it.
+        pipeline = None
     if ev["layout"].get("deploy") == "missing":
         miss = Finding("running_code", FAIL, f"deploy path {host.deploy_path} does not exist",
                        "human: deploy a release first (fab deploy --host " + host.name + ")")
@@ -1437,11 +1617,11 @@ def evaluate(ev, host, pipeline, release=None):
     ]
 
 
-def run_checks(runner, host, pipeline, release=None):
+def run_checks(runner, host, pipeline, release=None, layout=None):
     """Gather evidence on the host (one SSH session; two when fpmctl.php must be uploaded) and
-    evaluate it. `release`: the release that should be live (None: whatever current is)."""
-    ev = gather(runner, host, pipeline, release)
-    return evaluate(ev, host, pipeline, release)
+    evaluate it. `release`: the release that should be live (None: whatever is live)."""
+    ev = gather(runner, host, pipeline, release, layout)
+    return evaluate(ev, host, pipeline, release, layout)
 
 
 def worst(findings):

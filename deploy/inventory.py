@@ -88,6 +88,10 @@ def load(paths):
     files = []
     for path in ([paths] if isinstance(paths, (str, Path)) else paths):
         path = Path(path)
+        if not path.exists():
+            raise ConfigError("no inventory here", path,
+                              hint="create hosts/NAME.yml (docs/inventory.md), pass --inventory FILE, "
+                                   "or run `fab lab.up` for local sandbox hosts")
         if path.is_dir():
             files.extend(sorted(path.glob("*.yml")) + sorted(path.glob("*.yaml")))
         else:

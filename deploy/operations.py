@@ -140,6 +140,8 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     except Exception as exc:  # a bug must not take the other hosts down with it
         result.state = NEEDS_HUMAN if result.switched else FAILED
         result.message = f"internal error: {type(exc).__name__}: {exc}"
+        _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [
+            planner.unlock(StepContext(host, pipeline, release), operator)])])
     finally:
         transport.close()
         result.executed = runner.executed
@@ -171,7 +173,12 @@ def _deploy(host, pipeline, release, operator, runner, result):
     res = runner.run(body, interruptible=True)
     result.steps.extend(res)
     activate_index = next(i for i, s in enumerate(body) if s.kind == "activate")
-    result.switched = res[activate_index].status == "ok"
+    if pipeline.strategy == "in-place":
+        # In place, the live tree changes as soon as sync starts writing into it.
+        sync_index = next(i for i, s in enumerate(body) if s.kind == "sync")
+        result.switched = res[sync_index].status not in ("pending", "skipped", "interrupted")
+    else:
+        result.switched = res[activate_index].status == "ok"
     if any(r.status == "interrupted" for r in res) and not result.switched:
         result.steps.extend(runner.run(planner.discard(host, pipeline, release, operator, "interrupted")))
         result.state = UNTOUCHED
@@ -189,12 +196,31 @@ def _deploy(host, pipeline, release, operator, runner, result):
         result.state = FAILED_BEFORE_SWITCH
         result.message = reason
         return
+    if pipeline.remediate and failed_step.kind in ("verify", "opcache_reset", "fpm_reload"):
+        # Heal the known causes of "the old code still runs" before giving up on this release.
+        from . import remediate
+        t_heal = time.monotonic()
+        ok, actions = remediate.heal(runner, host, pipeline, release, runner.emit)
+        result.actions.extend(actions)
+        if ok:
+            failed_index = next(i for i, r in enumerate(res) if r.status in ("failed", "interrupted"))
+            again = runner.run(body[failed_index:])  # the failed step again, then the ones it skipped
+            result.steps.extend(again)
+            if all(r.status == "ok" for r in again):
+                result.activated_to_verified = (_activated_at(res, activate_index) or 0.0) + (time.monotonic() - t_heal)
+                result.steps.extend(runner.run([finalize]))
+                result.state = DEPLOYED
+                result.message = "healed: " + ", ".join(a["action"] for a in actions)
+                return
+            reason = _failure_text(next(r for r in again if r.status != "ok"))
+        reason += "; healing did not help (" + (", ".join(a["action"] for a in actions) or "nothing to try") + ")"
     # Failed after the switch: go back to the previous release and prove the pool runs it.
     if not result.previous:
         mark = planner.rollback(host, pipeline, release, operator, failed=release, reason=reason)[0]
-        result.steps.extend(runner.run([mark, unlock]))
+        result.steps.extend(runner.run([mark]))
         result.state = NEEDS_HUMAN
         result.message = f"{reason}; no previous release to roll back to, {release} stays live (marked bad)"
+        _needs_human_record(runner, host, pipeline, release, operator, result.message)
         return
     result.actions.append({"action": "rollback", "to": result.previous, "why": reason})
     rb = runner.run(planner.rollback(host, pipeline, result.previous, operator, failed=release, reason=reason,
@@ -204,9 +230,20 @@ def _deploy(host, pipeline, release, operator, runner, result):
     if failed_rb:
         result.state = NEEDS_HUMAN
         result.message = f"{reason}; rollback to {result.previous} FAILED: {_failure_text(failed_rb)}"
+        _needs_human_record(runner, host, pipeline, release, operator, result.message)
     else:
         result.state = ROLLED_BACK
         result.message = f"{reason}; rolled back to {result.previous}"
+
+
+def _needs_human_record(runner, host, pipeline, release, operator, message):
+    """Write why a human is needed into the host's history, and give the lock back: the
+    history and `fab releases` tell the next person what happened."""
+    ctx = StepContext(host, pipeline, release)
+    _run_quiet(runner, [planner.PlannedStep("record", "record", [
+        planner.append_history(ctx, {"action": "deploy", "release": release, "state": NEEDS_HUMAN,
+                                     "reason": message[:500], "by": operator.token}),
+        planner.unlock(ctx, operator)])])
 
 
 def _activated_at(res, activate_index):
@@ -249,7 +286,7 @@ def _lock_text(output, stale_after=None, host="HOST", hint=True):
 def _run_quiet(runner, steps):
     try:
         return runner.run(steps)
-    except TransportError:
+    except Exception:  # best effort on a path that is already failing
         return []
 
 
@@ -266,9 +303,18 @@ STATE_SCRIPT = (
 )
 
 
+# In place: the live id is in RELEASE and the "releases" are the snapshots of earlier trees.
+STATE_SCRIPT_IN_PLACE = (STATE_SCRIPT
+                         .replace("$(readlink current)", "$(cat RELEASE 2>/dev/null)")
+                         .replace("ls -1t releases", "ls -1t .deploy/snapshots")
+                         .replace("stat -c %Y releases/$r", "stat -c %Y .deploy/snapshots/$r")
+                         .replace("test -f releases/$r/RELEASE", "test -f .deploy/snapshots/$r/RELEASE"))
+
+
 def read_state(runner, host, pipeline):
     ctx = StepContext(host, pipeline, "-")
-    cmd = ctx.script(STATE_SCRIPT, root=host.deploy_path, desc="read releases, current, bad marks, lock")
+    script = STATE_SCRIPT_IN_PLACE if ctx.in_place else STATE_SCRIPT
+    cmd = ctx.script(script, root=host.deploy_path, desc="read releases, current, bad marks, lock")
     res = runner.run([planner.PlannedStep("state", "state", [cmd])])
     output = res[0].commands[0].output if res[0].commands else ""
     state = {"path": True, "current": None, "releases": [], "bad": {}, "lock": None, "history": []}
@@ -357,6 +403,8 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
             else:
                 result.state = NEEDS_HUMAN
             result.message = _failure_text(failed_step)
+            if result.state == NEEDS_HUMAN:
+                _needs_human_record(runner, host, pipeline, target, operator, result.message)
         else:
             result.state = ROLLED_BACK
             result.message = f"now serving {target} (was {state['current']})"

@@ -61,8 +61,8 @@ def load(path, source_override=None):
     keep = top.integer("keep_releases", 5, minimum=2)
     remediate = top.boolean("remediate", True)
     strategy = top.string("strategy", "releases")
-    if strategy not in ("releases",):
-        raise top.error("strategy", f"unknown strategy '{strategy}'", "use 'releases'")
+    if strategy not in ("releases", "in-place"):
+        raise top.error("strategy", f"unknown strategy '{strategy}'", "use 'releases' (default) or 'in-place'")
     serial = top.get("serial", (list, int, str), ["100%"])
     if not isinstance(serial, list):
         serial = [serial]
@@ -96,14 +96,22 @@ def load(path, source_override=None):
                     lock_stale_after=lock_stale_after)
 
 
-def _check_count(section, key, value, allow_zero=False):
-    text = str(value)
-    ok = False
+def count_ok(value, allow_zero=False):
+    """A positive count (2) or a percentage ('25%'); with allow_zero, 0 and '0%' too."""
+    low = 0 if allow_zero else 1
     if isinstance(value, int) and not isinstance(value, bool):
-        ok = value >= (0 if allow_zero else 1)
-    elif text.endswith("%") and text[:-1].isdigit():
-        ok = (0 if allow_zero else 1) <= int(text[:-1]) <= 100
-    if not ok:
+        return value >= low
+    text = str(value)
+    return text.endswith("%") and text[:-1].isdigit() and low <= int(text[:-1]) <= 100
+
+
+def check_count(flag, value, allow_zero=False, hint=None):
+    if not count_ok(value, allow_zero):
+        raise ConfigError(f"bad {flag} value {value!r}", hint=hint)
+
+
+def _check_count(section, key, value, allow_zero=False):
+    if not count_ok(value, allow_zero):
         raise section.error(key, f"expected a count or a percentage like '25%', got {value!r}")
 
 
@@ -138,6 +146,10 @@ def _check_order(steps, file, line):
     activate = kinds.index("activate")
     if "sync" not in kinds[:activate]:
         raise ConfigError("the pipeline needs a 'sync' step before 'activate'", file, line, "steps")
+    for step in steps[:activate]:
+        if step.kind == "run" and step.settings.get("on_rollback"):
+            raise ConfigError("on_rollback only applies to run steps after 'activate'", step.file, step.line,
+                              "on_rollback", "move the step after activate, or drop on_rollback")
     for step in steps[activate + 1:]:
         if step.kind in ("sync", "shared", "ownership", "artisan"):
             raise ConfigError(f"'{step.kind}' builds the release and must come before 'activate'",

@@ -55,9 +55,9 @@ def new_release_id(now=None):
     return (now or datetime.now(timezone.utc)).strftime("%Y%m%d%H%M%S")
 
 
-def check_release_id(release):
+def check_release_id(release, flag="--release"):
     if not RELEASE_RE.match(release or ""):
-        raise ConfigError(f"invalid release id {release!r} (from --release)",
+        raise ConfigError(f"invalid release id {release!r} (from {flag})",
                           hint="use letters, digits, '.', '_' and '-' (a git sha works), at most 128 characters")
     return release
 
@@ -67,7 +67,7 @@ def _json_line(record):
     return json.dumps({"time": "__NOW__", **record}, sort_keys=False)
 
 
-def _append_history(ctx, record):
+def append_history(ctx, record):
     return ctx.cmd("printf '%s\\n' {} | sed \"s/__NOW__/$(date -u +%Y-%m-%dT%H:%M:%SZ)/\" >> {}",
                    _json_line(record), ctx.paths.history, desc="append to the deploy history")
 
@@ -90,18 +90,61 @@ def lock(ctx, operator, action="deploy"):
     ])
 
 
+IN_PLACE_KEEP = ["/.deploy", "/storage", "/.env"]
+
+
 def prepare(ctx):
     p = ctx.paths
+    if ctx.in_place:
+        return prepare_in_place(ctx)
     return PlannedStep("prepare", "prepare", [
         ctx.cmd("mkdir -p {} {} {} {} && chmod 0755 {}", p.releases, p.shared, p.bad, p.meta + "/bin", p.meta,
                 desc="create the release layout"),
         ctx.cmd("readlink {} || true", p.current, capture="previous", desc="read the live release"),
         ctx.cmd("if [ -e {} ]; then live=$(readlink {}); if [ \"$live\" = {} ]; then echo 'release is already live';"
-                " exit " + str(ALREADY_LIVE_EXIT) + "; fi; rm -rf {}; fi",
-                ctx.release_dir, p.current, "releases/" + ctx.release, ctx.release_dir,
+                " exit " + str(ALREADY_LIVE_EXIT) + "; fi; rm -rf {}; fi; rm -f {}",
+                ctx.release_dir, p.current, "releases/" + ctx.release, ctx.release_dir, p.bad + "/" + ctx.release,
                 desc="remove a leftover build of this release id"),
         fpmctl.upload(ctx),
     ])
+
+
+def prepare_in_place(ctx):
+    """In place there is no new directory to build in: snapshot the live tree first.
+
+    The snapshot hard-links every file (cheap), except bootstrap/cache/*.php which artisan
+    rewrites in place (a hard link would change the snapshot too). rsync replaces changed
+    files by rename, so the snapshot keeps the old content.
+    """
+    p, root = ctx.paths, ctx.host.deploy_path
+    excludes = IN_PLACE_KEEP + ["/bootstrap/cache/*.php"]
+    script = (
+        "if [ -f {release_file} ]; then prev=$(cat {release_file});"
+        " case \"$prev\" in ''|*[!A-Za-z0-9._-]*) prev=unknown;; esac;"
+        " rm -rf {tmp} && rsync -a --link-dest={root}/" + "".join(f" --exclude={{x{i}}}" for i in range(len(excludes)))
+        + " {root}/ {tmp}/ && mkdir -p {tmp}/bootstrap/cache"
+        " && {{ cp -p {root}/bootstrap/cache/*.php {tmp}/bootstrap/cache/ 2>/dev/null || true; }}"
+        " && rm -rf {snapshots}/\"$prev\" && mv {tmp} {snapshots}/\"$prev\" && echo \"snapshot of $prev taken\";"
+        " else echo 'nothing live yet: no snapshot'; fi"
+    )
+    values = {f"x{i}": x for i, x in enumerate(excludes)}
+    return PlannedStep("prepare", "prepare", [
+        ctx.cmd("mkdir -p {} {} {} && chmod 0755 {}", p.bad, p.meta + "/bin", p.snapshots, p.meta,
+                desc="create the metadata dirs"),
+        ctx.cmd("cat {} 2>/dev/null || true", root + "/RELEASE", capture="previous", desc="read the live release"),
+        ctx.script(script, release_file=root + "/RELEASE", tmp=p.snapshots + "/.tmp", root=root,
+                   snapshots=p.snapshots, desc="hard-link snapshot of the live tree", **values),
+        fpmctl.upload(ctx),
+    ])
+
+
+def restore_snapshot(ctx):
+    """In place, 'activate' for a rollback: put the snapshot's files back into the live tree."""
+    p, root = ctx.paths, ctx.host.deploy_path
+    snap = p.snapshots + "/" + ctx.release
+    template = "test -f {} && rsync -a --delete" + " --exclude={}" * len(IN_PLACE_KEEP) + " {} {}"
+    return ctx.cmd(template, snap + "/RELEASE", *IN_PLACE_KEEP, snap + "/", root + "/",
+                   desc=f"restore the snapshot of {ctx.release}")
 
 
 def unlock(ctx, operator):
@@ -113,6 +156,12 @@ def unlock(ctx, operator):
 def prune(ctx):
     p = ctx.paths
     keep = ctx.pipeline.keep_releases
+    if ctx.in_place:
+        # The live tree counts as one version: keep keep-1 snapshots.
+        return ctx.script(
+            "cd {snapshots} 2>/dev/null || exit 0; n=0; ls -1t | while IFS= read -r r; do n=$((n+1));"
+            " if [ $n -ge {keep} ]; then rm -rf -- \"$r\" && echo \"pruned snapshot $r\"; fi; done",
+            snapshots=p.snapshots, keep=str(keep), desc=f"keep the {keep - 1} newest snapshots")
     # Newest first by mtime (ids may be git shas, which do not sort). Never the live release,
     # and always keep the newest good release besides it: the rollback target.
     script = (
@@ -135,7 +184,7 @@ def deploy(host, pipeline, release, operator):
         steps.append(PlannedStep(step.name, step.kind, step.module.plan(step.settings, ctx), step.where))
     steps.append(PlannedStep("finalize", "finalize", [
         prune(ctx),
-        _append_history(ctx, {"action": "deploy", "release": release, "state": "deployed", "by": operator.token}),
+        append_history(ctx, {"action": "deploy", "release": release, "state": "deployed", "by": operator.token}),
         unlock(ctx, operator),
     ]))
     return steps
@@ -144,9 +193,10 @@ def deploy(host, pipeline, release, operator):
 def discard(host, pipeline, release, operator, reason):
     """A step failed before activation: drop the half-built release, the live one was never touched."""
     ctx = StepContext(host=host, pipeline=pipeline, release=release)
-    return [PlannedStep("discard", "discard", [
-        ctx.cmd("rm -rf {}", ctx.release_dir, desc="remove the half-built release"),
-        _append_history(ctx, {"action": "deploy", "release": release, "state": "failed before switch",
+    # In place the "release dir" is the live tree: never remove it (nothing was built aside).
+    remove = [] if ctx.in_place else [ctx.cmd("rm -rf {}", ctx.release_dir, desc="remove the half-built release")]
+    return [PlannedStep("discard", "discard", remove + [
+        append_history(ctx, {"action": "deploy", "release": release, "state": "failed before switch",
                               "reason": reason, "by": operator.token}),
         unlock(ctx, operator),
     ])]
@@ -168,11 +218,20 @@ def rollback(host, pipeline, target, operator, failed=None, reason="", action="r
                     ctx.paths.bad + "/" + failed, desc=f"mark {failed} bad"),
         ]))
     _, activate, after = pipeline.split()
-    for step in [activate] + after:
+    if ctx.in_place:
+        steps.append(PlannedStep(f"{activate.name} (rollback)", "activate", [restore_snapshot(ctx)], activate.where))
+    else:
+        steps.append(PlannedStep(f"{activate.name} (rollback)", "activate",
+                                 activate.module.plan(activate.settings, ctx), activate.where))
+    if not any(s.kind in ("opcache_reset", "fpm_reload") for s in after):
+        # The pool must drop the failed release's code even when the pipeline never resets it.
+        from .steps import opcache_reset
+        steps.append(PlannedStep("opcache_reset (rollback)", "opcache_reset", opcache_reset.plan({}, ctx)))
+    for step in after:
         if step.module.ON_ROLLBACK or (step.kind == "run" and step.settings.get("on_rollback")):
             steps.append(PlannedStep(f"{step.name} (rollback)", step.kind, step.module.plan(step.settings, ctx), step.where))
     steps.append(PlannedStep("finalize", "finalize", [
-        _append_history(ctx, {"action": action, "release": target, "from": failed, "state": "rolled back",
+        append_history(ctx, {"action": action, "release": target, "from": failed, "state": "rolled back",
                               "reason": reason, "by": operator.token}),
         unlock(ctx, operator),
     ]))

@@ -48,10 +48,12 @@ class HealResult:
     attempts: int = 0
     duration: float = 0.0
     message: str = ""
+    phases: list = field(default_factory=list)     # [(name, seconds)]: where the time went
 
     def as_dict(self):
         return {"host": self.host, "ok": self.ok, "state": self.state, "attempts": self.attempts,
                 "duration": round(self.duration, 3), "message": self.message, "actions": self.actions,
+                "phases": [[n, round(t, 3)] for n, t in self.phases],
                 "before": [f.as_dict() for f in self.before], "findings": [f.as_dict() for f in self.findings]}
 
 
@@ -73,7 +75,7 @@ def plan_remedy(key, host, pipeline, ev, release=None):
     """The commands of one remedy, as data. Returns (commands, None) or (None, why it cannot run)."""
     ctx = StepContext(host, pipeline, release or "-")
     web, user = host.web_user, host.user
-    rel = ev["layout"].get("real")
+    rel = ev["layout"].get("real")     # the live release dir; in place the deploy path itself
     if key == "acl":
         dirs = [p for p in ev["layout"].get("writable", {}).values() if p]
         if not rel or not dirs:
@@ -156,23 +158,25 @@ def choose(findings, applied):
 
 # ---------------------------------------------------------------------------- heal
 
-def heal(runner, host, pipeline, release, emit, attempts=2):
+def heal(runner, host, pipeline, release, emit, attempts=2, layout=None):
     """Heal one connected host. Returns (ok, actions); see heal_detailed for the findings too."""
-    r = heal_detailed(runner, host, pipeline, release, emit, attempts)
+    r = heal_detailed(runner, host, pipeline, release, emit, attempts, layout=layout)
     return r.ok, r.actions
 
 
-def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True):
+def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True, layout=None):
     """Checks -> fixes of the failed checks -> checks again, at most `attempts` rounds of fixes.
 
-    release: the release that must be live (None: whatever current is). Every action is emitted
+    release: the release that must be live (None: whatever is live). Every action is emitted
     as {"type": "action", "host", "action", "why"} before it runs and recorded with "ok".
+    layout: health.layout_mode (None: the pipeline's strategy decides; "auto": the host).
     Raises TransportError when the host is lost (the caller decides what that means).
     """
     t0 = time.monotonic()
     result = HealResult(host.name)
-    ev = health.gather(runner, host, pipeline, release)
-    findings = health.evaluate(ev, host, pipeline, release)
+    ev = health.gather(runner, host, pipeline, release, layout)
+    findings = health.evaluate(ev, host, pipeline, release, layout)
+    result.phases.append(("checks", time.monotonic() - t0))
     result.before = findings
     applied = []
     for attempt in range(1, max(1, attempts) + 1):
@@ -183,10 +187,14 @@ def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True
             break
         result.attempts = attempt
         for key, why in chosen:
-            result.actions.append(_apply(runner, host, pipeline, ev, release, key, why, attempt, emit))
+            action = _apply(runner, host, pipeline, ev, release, key, why, attempt, emit)
+            result.actions.append(action)
+            result.phases.append((key, action["duration"]))
             applied.append(key)
-        ev = health.gather(runner, host, pipeline, release)
-        findings = health.evaluate(ev, host, pipeline, release)
+        t1 = time.monotonic()
+        ev = health.gather(runner, host, pipeline, release, layout)
+        findings = health.evaluate(ev, host, pipeline, release, layout)
+        result.phases.append(("verify", time.monotonic() - t1))
     result.findings = findings
     result.ok = settled(findings)
     result.duration = time.monotonic() - t0
@@ -232,7 +240,7 @@ def _apply(runner, host, pipeline, ev, release, key, why, attempt, emit):
 def _record(runner, host, pipeline, ev, result):
     """One history line per heal that changed something (the Laravel log check counts from it)."""
     ctx = StepContext(host, pipeline, "-")
-    live = (ev["layout"].get("link") or "").rsplit("/", 1)[-1] or None
+    live = health._live(ev)
     record = json.dumps({"time": "__NOW__", "action": "heal", "release": live,
                          "state": HEALED if result.ok else NOT_HEALED,
                          "actions": [a["action"] for a in result.actions], "by": planner.Operator.here().token})
@@ -246,18 +254,16 @@ def _record(runner, host, pipeline, ev, result):
 
 # ---------------------------------------------------------------------------- one host, outside a deploy
 
-def lock_command(ctx, operator):
-    p = ctx.paths
-    info = json.dumps({"user": operator.user, "machine": operator.machine, "pid": operator.pid,
-                       "release": None, "token": operator.token, "action": "heal"})
-    return ctx.cmd("test -d {} || {{ echo 'deploy path missing'; exit 1; }}; mkdir -p {};"
-                   " if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
-                   " else echo LOCKED; cat {} 2>/dev/null; exit " + str(planner.LOCKED_EXIT) + "; fi",
-                   p.root, p.meta, p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info",
-                   desc="take the deploy lock")
+def lock_step(ctx, operator):
+    """The deploy lock (plan.lock, action "heal"), refused when the deploy path does not exist:
+    `fab heal` on a wrong host must not create directories there."""
+    check = ctx.cmd("test -d {} || {{ echo 'deploy path '{}' does not exist: nothing deployed to heal'; exit 1; }}",
+                    ctx.paths.root, ctx.paths.root, desc="check the deploy path")
+    step = planner.lock(ctx, operator, action="heal")
+    return PlannedStep(step.name, step.kind, [check] + list(step.commands))
 
 
-def heal_host(host, pipeline, operator, emit, attempts=2, connect=None):
+def heal_host(host, pipeline, operator, emit, attempts=2, connect=None, layout=None):
     """`fab heal` for one host: connect, take the deploy lock, heal, release the lock.
 
     Never raises for host-side problems: they end in the result's state (healed, healthy,
@@ -276,17 +282,19 @@ def heal_host(host, pipeline, operator, emit, attempts=2, connect=None):
     ctx = StepContext(host, pipeline, "-")
     locked = False
     try:
-        res = runner.run([PlannedStep("lock", "lock", [lock_command(ctx, operator)])])
+        res = runner.run([lock_step(ctx, operator)])
         if res[0].status != "ok":
             failed = res[0].failed_command
             if failed and failed.exit_code == planner.LOCKED_EXIT:
-                result.state, result.message = LOCKED, "deploy lock is held: " + _lock_text(failed.output)
+                result.state = LOCKED
+                result.message = "deploy lock is held: " + _lock_text(
+                    failed.output, getattr(pipeline, "lock_stale_after", None), host.name)
             else:
                 result.state = NOT_HEALED
                 result.message = (failed.output.strip() if failed else "") or "could not take the deploy lock"
             return result
         locked = True
-        r = heal_detailed(runner, host, pipeline, None, emit, attempts)
+        r = heal_detailed(runner, host, pipeline, None, emit, attempts, layout=layout)
         r.duration = time.monotonic() - t0
         return r
     except TransportError as exc:

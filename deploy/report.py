@@ -18,7 +18,7 @@ from rich.text import Text
 
 STATE_STYLE = {"deployed": "green", "rolled back": "yellow", "failed before switch": "red", "unreachable": "red",
                "locked": "red", "needs human": "bold red", "untouched": "dim", "planned": "cyan", "failed": "red",
-               "running": "blue"}
+               "running": "blue", "healed": "green", "healthy": "green", "not healed": "red"}
 
 
 def _now():
@@ -208,7 +208,7 @@ def write_junit(path, results, name="deploy"):
         if not r.steps:
             tests += 1
             case = ET.SubElement(suite, "testcase", classname=r.host, name="connect", time="0")
-            if r.state not in ("deployed", "planned", "untouched", "rolled back"):
+            if r.state not in ("deployed", "planned", "untouched"):
                 failures += 1
                 ET.SubElement(case, "failure", message=r.state).text = r.message
             continue
@@ -221,8 +221,8 @@ def write_junit(path, results, name="deploy"):
                 c = s.failed_command
                 ET.SubElement(case, "failure", message=f"{s.name} failed").text = (
                     f"{c.command}\nexit: {c.exit_code}\n{c.output}" if c else s.name)
-            elif s.status == "skipped":
-                ET.SubElement(case, "skipped")
+            elif s.status in ("skipped", "interrupted"):
+                ET.SubElement(case, "skipped", message=s.status)
         state_case = ET.SubElement(suite, "testcase", classname=r.host, name="final state", time="0")
         tests += 1
         if r.state not in ("deployed", "planned", "untouched"):

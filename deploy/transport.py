@@ -4,12 +4,14 @@ Fabric's Connection is used for connection management and running commands; its 
 key policy (trust anything, FACTS) is replaced before connecting.
 """
 
+import base64
+import hashlib
 import os
 import socket
 import subprocess
 
 import paramiko
-from fabric import Connection
+from fabric import Config, Connection
 from invoke.exceptions import CommandTimedOut
 
 from .errors import DeployError
@@ -45,6 +47,15 @@ class _AcceptNew(paramiko.MissingHostKeyPolicy):
             fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
 
 
+_FABRIC_CONFIG = Config(overrides={"load_ssh_configs": False})
+
+
+def _sha256(key):
+    """OpenSSH's fingerprint format, so it can be compared with `ssh-keygen -lf`."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
 def _known_name(host):
     return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
 
@@ -69,8 +80,10 @@ class Transport:
                   "auth_timeout": host.connect_timeout}
         if host.key:
             kwargs.update(key_filename=os.path.expanduser(host.key), look_for_keys=False, allow_agent=False)
+        # The inventory is the only source of truth: ~/.ssh/config must not redirect the host,
+        # add a proxy or other keys behind the tool's back.
         conn = Connection(host.address, user=host.user, port=host.port, connect_kwargs=kwargs,
-                          connect_timeout=host.connect_timeout)
+                          connect_timeout=host.connect_timeout, config=_FABRIC_CONFIG)
         client = conn.client
         if os.path.exists(known_hosts):
             client.load_host_keys(known_hosts)
@@ -82,13 +95,13 @@ class Transport:
         try:
             conn.open()
         except paramiko.BadHostKeyException as exc:
-            sock.close()
+            client.close()
             raise HostKeyError(
-                f"host key for {name} CHANGED (got {exc.key.get_name()} {exc.key.get_fingerprint().hex()}); refusing to connect",
+                f"host key for {name} CHANGED (now {exc.key.get_name()} {_sha256(exc.key)}); refusing to connect",
                 f"if the host was really re-installed: ssh-keygen -R '{name}' -f {known_hosts}, then add the new key "
                 f"(verify its fingerprint out of band) with ssh-keyscan -p {host.port} {host.address} >> {known_hosts}") from None
         except paramiko.SSHException as exc:
-            sock.close()
+            client.close()
             if "not found in known_hosts" in str(exc):
                 raise HostKeyError(
                     f"host key for {name} is unknown (not in {known_hosts}); refusing to connect",
@@ -99,7 +112,7 @@ class Transport:
                                      "check user and key in the inventory; is the public key in authorized_keys?") from None
             raise TransportError(f"SSH to {name} failed: {exc}") from None
         except (OSError, EOFError) as exc:
-            sock.close()
+            client.close()
             raise TransportError(f"SSH to {name} failed: {exc}") from None
         conn.transport.set_keepalive(15)
         self.conn = conn

@@ -58,8 +58,8 @@ def test_default_plan_exact_commands(tmp_path):
         "cd /var/www/app/releases/r1 && php artisan route:cache --no-interaction",
     ]
     assert commands(steps, "activate") == [
-        "test -f /var/www/app/releases/r1/RELEASE && ln -sfn releases/r1 /var/www/app/.current.tmp"
-        " && mv -fT /var/www/app/.current.tmp /var/www/app/current"]
+        "test -d /var/www/app/releases/r1 && printf '%s\\n' r1 > /var/www/app/releases/r1/RELEASE"
+        " && ln -sfn releases/r1 /var/www/app/.current.tmp && mv -fT /var/www/app/.current.tmp /var/www/app/current"]
     assert commands(steps, "opcache_reset") == [
         "php /var/www/app/.deploy/bin/fpmctl.php reset --socket=/run/php/fpm.sock --deploy-path=/var/www/app"]
     assert commands(steps, "fpm_reload") == [

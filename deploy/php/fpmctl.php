@@ -23,6 +23,9 @@
  *   ping     one request that proves a worker answers (probe, or the pool's ping.path with
  *            --ping-path, which needs no probe file); meant to be fast (default timeout 5 s).
  *   wait     ping every 0.1 s until it succeeds or --timeout seconds have passed (after a reload).
+ *   verify   --release=ID: exit 0 when the pool executes release ID (releases layout: the dir
+ *            current resolves to; in place: the RELEASE file) and no cached script of the live
+ *            code changed on disk after it was cached; else exit 1 with a one-line "reason".
  *   request  diagnostic: one GET for an arbitrary --script=PATH (as nginx would send it), prints
  *            status, headers and body. Needs no --deploy-path.
  *
@@ -173,7 +176,7 @@ function writable(string $dir): array
     return $r;
 }
 
-function opcache_report(array $roots, array $probeRoots, ?string $liveDir): array
+function opcache_report(array $roots, array $probeRoots, ?string $liveDir, ?string $liveRoot = null): array
 {
     $jitBuffer = \ini_get('opcache.jit_buffer_size');
     $r = [
@@ -183,6 +186,7 @@ function opcache_report(array $roots, array $probeRoots, ?string $liveDir): arra
         'oom_restarts' => null, 'hash_restarts' => null,
         'num_cached_scripts' => null, 'cached_by_release' => null, 'cached_under_current' => null,
         'cached_other' => null, 'cached_probe' => null, 'stale_scripts' => null,
+        'changed_scripts' => null, 'changed_examples' => null,
         'memory' => null,
         'validate_timestamps' => ini_bool('opcache.validate_timestamps'),
         'revalidate_freq' => \ini_get('opcache.revalidate_freq') === false ? null : (int) \ini_get('opcache.revalidate_freq'),
@@ -255,6 +259,29 @@ function opcache_report(array $roots, array $probeRoots, ?string $liveDir): arra
         }
         $other++;
     }
+    // Scripts of the LIVE code whose file changed on disk after the pool cached them: with
+    // validate_timestamps=0 the pool still runs the old code (the incident). The cached mtime
+    // ("timestamp") is only reported when validate_timestamps=1; otherwise anything modified
+    // after the cache was last cleared (start or last reset) counts.
+    if ($liveRoot !== null) {
+        $epoch = \max((int) ($stats['start_time'] ?? 0), (int) ($stats['last_restart_time'] ?? 0));
+        $changed = [];
+        foreach ($st['scripts'] ?? [] as $path => $info) {
+            $path = (string) $path;
+            if (!\str_starts_with($path, $liveRoot . '/') || \str_contains($path, '/.deploy/')) {
+                continue;
+            }
+            \clearstatcache(true, $path);
+            $m = @\filemtime($path);
+            if ($m === false) {
+                $changed[] = $path;
+            } elseif (isset($info['timestamp']) ? $m !== (int) $info['timestamp'] : $m > $epoch) {
+                $changed[] = $path;
+            }
+        }
+        $r['changed_scripts'] = \count($changed);
+        $r['changed_examples'] = \array_slice($changed, 0, 5);
+    }
     \ksort($byRelease, SORT_NATURAL);
     $r['cached_by_release'] = (object) $byRelease;   // {} not [] when empty
     $r['cached_under_current'] = $underCurrent;
@@ -283,13 +310,19 @@ function status(string $deploy): array
     \clearstatcache(true, $current);
     $real = \realpath($current);
     $real = $real === false ? null : $real;
+    $layout = 'releases';
+    if ($real === null && \is_file($deploy . '/RELEASE')) {
+        // strategy in-place: the code lives directly under the deploy path.
+        $layout = 'in-place';
+        $real = \realpath($deploy) ?: $deploy;
+    }
     $releaseFile = $real === null ? false : @\file_get_contents($real . '/RELEASE');
     $realDeploy = \realpath($deploy);
     $roots = \array_values(\array_unique(\array_filter([$deploy, $realDeploy === false ? null : $realDeploy])));
     $probeDir = \dirname(__FILE__);
     $realProbeDir = \realpath($probeDir);
     $probeRoots = \array_values(\array_unique(\array_filter([$probeDir, $realProbeDir === false ? null : $realProbeDir])));
-    $liveDir = $real === null ? null : \basename($real);
+    $liveDir = $real === null || $layout === 'in-place' ? null : \basename($real);
     $w = [];
     $wDetail = [];
     foreach (['storage', 'bootstrap/cache'] as $d) {
@@ -312,7 +345,8 @@ function status(string $deploy): array
             'expires_in' => isset($cached['expires']) ? (int) $cached['expires'] - \time() : null,
             'stale' => ($cached['realpath'] ?? null) !== $real,
         ],
-        'opcache' => opcache_report($roots, $probeRoots, $liveDir),
+        'layout' => $layout,
+        'opcache' => opcache_report($roots, $probeRoots, $liveDir, $real),
         'writable' => $w,
         'writable_dirs' => $wDetail,
         'time' => \microtime(true),
@@ -663,6 +697,33 @@ final class Ctl
         return ['ok' => true] + $this->probe('status');
     }
 
+    /**
+     * verify: does the pool execute release $expect, with no cached script older than its file?
+     * One short "reason" on failure, so deploy logs stay readable.
+     */
+    public function verify(string $expect): array
+    {
+        $st = $this->probe('status');
+        $inPlace = ($st['layout'] ?? 'releases') === 'in-place';
+        // releases layout: the directory the pool resolves current to; in place: the RELEASE file.
+        $running = $inPlace ? ($st['release'] ?? null) : ($st['release_dir'] ?? null);
+        $o = $st['opcache'] ?? [];
+        $summary = ['release' => $running, 'layout' => $st['layout'] ?? null, 'pid' => $st['pid'] ?? null,
+            'changed_scripts' => $o['changed_scripts'] ?? null, 'stale_scripts' => $o['stale_scripts'] ?? null];
+        if ($running !== $expect) {
+            return ['ok' => false, 'reason' => 'the pool executes ' . ($running === null ? 'no release' : "release $running")
+                . " (current resolves to " . ($st['current_realpath'] ?? 'nothing') . "), not $expect"] + $summary
+                + ['exit' => EXIT_CHECK_FAILED];
+        }
+        if (($o['changed_scripts'] ?? 0) > 0) {
+            return ['ok' => false, 'reason' => 'the pool runs stale code: ' . $o['changed_scripts']
+                . ' cached script(s) changed on disk after it cached them, e.g. ' . implode(', ', $o['changed_examples'] ?? [])
+                . (($o['validate_timestamps'] ?? true) ? '' : ' (validate_timestamps=0: never re-read until a reset)')]
+                + $summary + ['exit' => EXIT_CHECK_FAILED];
+        }
+        return ['ok' => true, 'reason' => "the pool executes release $expect, no stale scripts"] + $summary;
+    }
+
     public function reset(): array
     {
         $t0 = microtime(true);
@@ -782,8 +843,8 @@ function counters(array $status): array
 // CLI
 // ---------------------------------------------------------------------------------------------
 
-const ACTIONS = ['status', 'reset', 'ping', 'wait', 'request'];
-const FLAGS = ['socket', 'deploy-path', 'probe-dir', 'timeout', 'ping-path', 'script', 'query'];
+const ACTIONS = ['status', 'reset', 'ping', 'wait', 'request', 'verify'];
+const FLAGS = ['socket', 'deploy-path', 'probe-dir', 'timeout', 'ping-path', 'script', 'query', 'release'];
 
 /** @return array{0:string, 1:array<string,string>} */
 function parse_args(array $argv): array
@@ -820,7 +881,7 @@ function build(string $action, array $o): Ctl
         }
         $timeout = (float) $o['timeout'];
     }
-    $needsDeploy = in_array($action, ['status', 'reset'], true)
+    $needsDeploy = in_array($action, ['status', 'reset', 'verify'], true)
         || (in_array($action, ['ping', 'wait'], true) && ($o['ping-path'] ?? '') === '');
     $deploy = isset($o['deploy-path']) && $o['deploy-path'] !== '' ? rtrim($o['deploy-path'], '/') : null;
     if ($needsDeploy) {
@@ -877,6 +938,7 @@ function main(array $argv): int
     try {
         $out = match ($action) {
             'status' => $ctl->status(),
+            'verify' => $ctl->verify($o['release'] ?? ''),
             'reset' => $ctl->reset(),
             'ping' => $ctl->ping($o['ping-path'] ?? ''),
             'wait' => $ctl->wait($o['ping-path'] ?? ''),

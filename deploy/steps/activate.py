@@ -13,7 +13,12 @@ def parse(section):
 
 def plan(settings, ctx):
     p = ctx.paths
+    if ctx.in_place:
+        # Nothing to switch: the code went live when sync wrote it (no atomicity in place;
+        # the snapshot taken in prepare is what rollback restores).
+        return [ctx.cmd("test -f {}", ctx.release_dir + "/RELEASE", desc="in place: the code is already live")]
     tmp = p.root + "/.current.tmp"
-    return [ctx.cmd("test -f {} && ln -sfn {} {} && mv -fT {} {}",
-                    ctx.release_dir + "/RELEASE", "releases/" + ctx.release, tmp, tmp, p.current,
-                    desc=f"switch current to {ctx.release}")]
+    # RELEASE marks the build complete (and tells the app its id); then the switch.
+    return [ctx.cmd("test -d {} && printf '%s\\n' {} > {} && ln -sfn {} {} && mv -fT {} {}",
+                    ctx.release_dir, ctx.release, ctx.release_dir + "/RELEASE", "releases/" + ctx.release, tmp, tmp,
+                    p.current, desc=f"switch current to {ctx.release}")]

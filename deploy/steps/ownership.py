@@ -41,9 +41,10 @@ def plan(settings, ctx):
         commands.append(ctx.cmd("setfacl -L -R -m {}" + " {}" * len(dirs), spec, *dirs, sudo=True,
                                 desc=f"let {web} write the writable dirs (ACL)"))
         for f in _shared_files(ctx):
-            s = posixpath.join(ctx.paths.shared, f)
-            commands.append(ctx.cmd("setfacl -m {} {}", f"u:{web}:r", s, sudo=True,
-                                    desc=f"let {web} read shared {f}"))
+            s = posixpath.join(ctx.release_dir if ctx.in_place else ctx.paths.shared, f)
+            command = "if [ -e {} ]; then setfacl -m {} {}; fi" if ctx.in_place else "setfacl -m {} {}"
+            args = (s, f"u:{web}:r", s) if ctx.in_place else (f"u:{web}:r", s)
+            commands.append(ctx.cmd(command, *args, sudo=True, desc=f"let {web} read shared {f}"))
     else:
         # -H / trailing slash: follow the symlinked shared dirs given on the command line.
         commands.append(ctx.cmd("chown -R -H {}" + " {}" * len(dirs), f"{web}:{web}", *dirs, sudo=True,

@@ -16,6 +16,8 @@ def parse(section):
 
 
 def plan(settings, ctx):
+    if ctx.in_place:
+        return []  # in place, storage/ and .env stay where they are (sync never touches them)
     shared, release = ctx.paths.shared, ctx.release_dir
     commands = []
     for d in settings["dirs"]:

@@ -39,14 +39,31 @@ def remote_spec(host, path):
     return f"{host.user}@{address}:{path}/"
 
 
+# In place, these live in the tree and must survive: excluded paths are also protected from
+# --delete.
+IN_PLACE_PROTECT = ["/.deploy", "/storage", "/.env"]
+
+
 def plan(settings, ctx):
     host = ctx.host
     source = ctx.pipeline.source.rstrip("/") + "/"
     excludes = ALWAYS_EXCLUDE + list(settings["exclude"])
+    if ctx.in_place:
+        # --checksum --no-times: only changed content is written, and it gets a fresh mtime,
+        # so the pool probe can tell which cached scripts went stale.
+        excludes = IN_PLACE_PROTECT + excludes
+        template = ("rsync --archive --no-times --omit-dir-times --checksum --no-owner --no-group --delete"
+                    " --secluded-args --stats --chmod=go-w,Dgo+rx,Fgo+r" + " --exclude={}" * len(excludes) + " -e {} {} {}")
+        args = [*excludes, ssh_command(host), source, remote_spec(host, ctx.release_dir)]
+        return [
+            ctx.cmd(template, *args, local=True, desc="send the code into the live tree (in place)"),
+            # tmp + rename: RELEASE may be a hard link into the snapshot, which must keep its id.
+            ctx.cmd("printf '%s\\n' {} > {} && mv -f {} {}", ctx.release, ctx.release_dir + "/RELEASE.tmp",
+                    ctx.release_dir + "/RELEASE.tmp", ctx.release_dir + "/RELEASE", desc="record the release id"),
+        ]
     template = ("rsync --archive --no-owner --no-group --delete --secluded-args --stats"
                 " --chmod=go-w,Dgo+rx,Fgo+r --link-dest={}" + " --exclude={}" * len(excludes) + " -e {} {} {}")
     args = [ctx.paths.current + "/", *excludes, ssh_command(host), source, remote_spec(host, ctx.release_dir)]
-    return [
-        ctx.cmd(template, *args, local=True, desc="send the code, hard-linking unchanged files"),
-        ctx.cmd("printf '%s\\n' {} > {}", ctx.release, ctx.release_dir + "/RELEASE", desc="record the release id"),
-    ]
+    # RELEASE is written by activate, when the build is complete: a release dir without it is
+    # an abandoned build that rollback must never pick.
+    return [ctx.cmd(template, *args, local=True, desc="send the code, hard-linking unchanged files")]
