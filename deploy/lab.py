@@ -54,6 +54,7 @@ PACKAGES = [
     "rsync",
     "acl",
     "curl",
+    "sudo",  # for hosts whose deploy user is not root (sudo -n for setfacl and the FPM reload)
 ]
 # binaries we call, and the package that brings each one
 BINARIES = {
