@@ -47,8 +47,9 @@ class StepResult:
         return next((c for c in self.commands if not c.ok), None)
 
 
-class StepsFailed(Exception):
-    pass
+def _tail(output, cmd):
+    """Reports keep the end of long outputs; a command whose output is data (capture) keeps it all."""
+    return output if cmd.capture else output[-OUTPUT_TAIL:]
 
 
 class Runner:
@@ -128,7 +129,7 @@ class Runner:
                 out = out + err
             except CommandTimeout as exc:
                 out, code = str(exc), None
-        cr = CommandResult(step.name, rendered, code, mask(out, self.secrets)[-OUTPUT_TAIL:],
+        cr = CommandResult(step.name, rendered, code, _tail(mask(out, self.secrets), cmd),
                            time.monotonic() - start, local=True)
         cr._ok_codes = cmd.ok_codes
         if cmd.capture:
@@ -182,31 +183,16 @@ class Runner:
             step, res = planned[si], results[si]
             begin = out.find(f"{MARK}B {n}\n", pos)
             if begin < 0:
-                if n == 0 or (timed_out or lost):
-                    # The command that was running when the session ended.
-                    if n == self._first_unfinished(out, len(items)):
-                        self._step_started(step, res)
-                        self.executed.append(cmd.render())
-                        cr = CommandResult(step.name, cmd.render(), None, mask(timed_out or lost or "", self.secrets),
-                                           0.0)
-                        res.commands.append(cr)
-                        res.status = "failed"
-                        self.emit({"type": "command", "host": self.host.name, "step": step.name, "result": cr})
-                        self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
+                # Never started: the session ended before it (timeout, lost connection, or an
+                # earlier command failed and the script stopped, which was recorded already).
+                if (n == 0 or timed_out or lost) and n == self._first_unfinished(out, len(items)):
+                    self._unfinished(step, res, cmd, timed_out or lost or "")
                 return False
             start = begin + len(f"{MARK}B {n}\n")
             m = _END.search(out, start)
             if not m or int(m.group(1)) != n:
-                output = out[start:]
-                self._step_started(step, res)
-                self.executed.append(cmd.render())
-                cr = CommandResult(step.name, cmd.render(), None,
-                                   mask((output + "\n" + (timed_out or lost or "session ended")).strip(), self.secrets)[-OUTPUT_TAIL:],
-                                   0.0)
-                res.commands.append(cr)
-                res.status = "failed"
-                self.emit({"type": "command", "host": self.host.name, "step": step.name, "result": cr})
-                self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
+                # Started but its end marker never came: the session ended while it ran.
+                self._unfinished(step, res, cmd, out[start:] + "\n" + (timed_out or lost or "session ended"))
                 return False
             output = out[start:m.start()]
             code = int(m.group(2))
@@ -216,7 +202,7 @@ class Runner:
             began, ended = times["begin"].get(n, t0), times["end"].get(n, now)
             if getattr(res, "_t0", None) is None or res.status == "running" and ci == 0:
                 res._t0 = began
-            cr = CommandResult(step.name, cmd.render(), code, mask(output, self.secrets)[-OUTPUT_TAIL:],
+            cr = CommandResult(step.name, cmd.render(), code, _tail(mask(output, self.secrets), cmd),
                                max(0.0, ended - began))
             cr._ok_codes = cmd.ok_codes
             if cmd.capture:
@@ -226,6 +212,16 @@ class Runner:
             if not self._after_command(step, res, cr, last=ci == len(step.commands) - 1, now=ended):
                 return False
         return True
+
+    def _unfinished(self, step, res, cmd, output):
+        """Record a command that did not finish (exit code None) and fail its step."""
+        self._step_started(step, res)
+        self.executed.append(cmd.render())
+        cr = CommandResult(step.name, cmd.render(), None, mask(output.strip(), self.secrets)[-OUTPUT_TAIL:], 0.0)
+        res.commands.append(cr)
+        res.status = "failed"
+        self.emit({"type": "command", "host": self.host.name, "step": step.name, "result": cr})
+        self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
 
     def _first_unfinished(self, out, count):
         for n in range(count):

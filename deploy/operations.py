@@ -4,6 +4,7 @@ States (docs/commands.md): deployed, rolled back, failed before switch, unreacha
 needs human, untouched, planned.
 """
 
+import dataclasses
 import json
 import posixpath
 import time
@@ -251,12 +252,15 @@ def _activated_at(res, activate_index):
 
 
 def _failure_text(step_result):
+    """One line for summaries, bad marks and history: which step, how, and what it said last
+    (the full command and output are in the log and the JSON report)."""
     failed = step_result.failed_command
     if not failed:
-        return f"step {step_result.name} failed"
+        return f"step '{step_result.name}' {step_result.status}"
     code = "did not finish" if failed.exit_code is None else f"exit {failed.exit_code}"
-    tail = "\n".join(failed.output.strip().splitlines()[-5:])
-    return f"step '{step_result.name}' failed ({code}): {failed.command[:200]}" + (f"\n{tail}" if tail else "")
+    lines = [l.strip() for l in failed.output.strip().splitlines() if l.strip()]
+    said = lines[-1][:300] if lines else f"no output from: {failed.command[:160]}"
+    return f"step '{step_result.name}' failed ({code}): {said}"
 
 
 def _lock_text(output, stale_after=None, host="HOST", hint=True):
@@ -315,6 +319,7 @@ def read_state(runner, host, pipeline):
     ctx = StepContext(host, pipeline, "-")
     script = STATE_SCRIPT_IN_PLACE if ctx.in_place else STATE_SCRIPT
     cmd = ctx.script(script, root=host.deploy_path, desc="read releases, current, bad marks, lock")
+    cmd = dataclasses.replace(cmd, capture="state")
     res = runner.run([planner.PlannedStep("state", "state", [cmd])])
     output = res[0].commands[0].output if res[0].commands else ""
     state = {"path": True, "current": None, "releases": [], "bad": {}, "lock": None, "history": []}
@@ -420,31 +425,28 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
         emit({"type": "host_end", "host": host.name, "result": result})
 
 
-def host_state(host, pipeline, emit):
-    """Read-only: releases, live one, bad marks, lock and recent history of one host."""
+def _on_host(host, work):
+    """Connect, run work(runner), close: errors become {"host", "error"} for read-only tasks."""
     try:
         transport = connect(host)
     except TransportError as exc:
         return {"host": host.name, "error": str(exc)}
     try:
-        runner = Runner(transport, host, lambda e: None)
-        state = read_state(runner, host, pipeline)
-        state["host"] = host.name
-        return state
+        return work(Runner(transport, host, lambda e: None))
     except TransportError as exc:
         return {"host": host.name, "error": str(exc)}
     finally:
         transport.close()
 
 
+def host_state(host, pipeline, emit):
+    """Read-only: releases, live one, bad marks, lock and recent history of one host."""
+    return _on_host(host, lambda runner: {**read_state(runner, host, pipeline), "host": host.name})
+
+
 def unlock_host(host, pipeline, emit):
     """Clear a lock left by a dead deploy; returns what the lock said (who/when)."""
-    try:
-        transport = connect(host)
-    except TransportError as exc:
-        return {"host": host.name, "error": str(exc)}
-    try:
-        runner = Runner(transport, host, lambda e: None)
+    def work(runner):
         ctx = StepContext(host, pipeline, "-")
         cmd = ctx.cmd("if [ -d {} ]; then cat {} 2>/dev/null; rm -rf {}; echo REMOVED; else echo NOLOCK; fi",
                       ctx.paths.lock, ctx.paths.lock + "/info", ctx.paths.lock, desc="remove the deploy lock")
@@ -453,7 +455,4 @@ def unlock_host(host, pipeline, emit):
         if "NOLOCK" in out:
             return {"host": host.name, "removed": False, "was": None}
         return {"host": host.name, "removed": True, "was": _lock_text(out.replace("REMOVED", ""), hint=False)}
-    except TransportError as exc:
-        return {"host": host.name, "error": str(exc)}
-    finally:
-        transport.close()
+    return _on_host(host, work)
