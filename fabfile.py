@@ -51,10 +51,11 @@ def rollback(c, host, to=None, inventory=None, pipeline=None, dry_run=False, rep
     _done(cli.rollback(host, inventory, pipeline, to, dry_run, parallel or None, report, junit))
 
 
-@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file", "json": "print JSON"})
-def releases(c, host, inventory=None, json=False):
+@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file", "json": "print JSON",
+            "pipeline": "pipeline file (its strategy decides: releases, or in-place snapshots)"})
+def releases(c, host, inventory=None, pipeline=None, json=False):
     """List releases per host: which is live, which are marked bad, the lock if any."""
-    _done(cli.releases(host, inventory, as_json=json))
+    _done(cli.releases(host, inventory, pipeline, as_json=json))
 
 
 @task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file"})

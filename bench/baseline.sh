@@ -14,9 +14,9 @@
 # Sessions on the host (each one pays the login shell's start-up, FACTS):
 #   1. prepare: layout, lock (mkdir), read current, drop a leftover build, upload fpmctl.php (stdin)
 #   -  rsync --link-dest=current/ over the same control connection
-#   2. build:   RELEASE, shared links, ACLs, the four artisan cache commands one by one
-#   3. go live: atomic switch, OPCache reset in the pool, FPM reload + wait, HTTP check, prune,
-#               history line, unlock
+#   2. build:   shared links, ACLs, the four artisan cache commands one by one
+#   3. go live: RELEASE + atomic switch, OPCache reset in the pool, FPM reload + wait, HTTP check
+#               of /version, the pool's own check (fpmctl verify), prune, history line, unlock
 # A failure in 1-2 removes the half-built release and unlocks; a failure in 3 exits non-zero and
 # leaves the lock (a human looks; the tool would roll back, this script does not).
 set -euo pipefail
@@ -68,7 +68,7 @@ mkdir -p $R/releases $R/shared $R/.deploy/bad $R/.deploy/bin && chmod 0755 $R/.d
 if ! mkdir $R/.deploy/lock 2>/dev/null; then echo LOCKED >&2; cat $R/.deploy/lock/info >&2; exit 75; fi
 { printf '%s\n' $(q "$token $release"); date -u +%Y-%m-%dT%H:%M:%SZ; } > $R/.deploy/lock/info
 [ \"\$(readlink $R/current || true)\" = releases/$REL ] && { echo 'release is already live' >&2; rm -rf $R/.deploy/lock; exit 76; }
-rm -rf $RD
+rm -rf $RD $R/.deploy/bad/$REL
 cat > $R/.deploy/bin/fpmctl.php && chmod 0644 $R/.deploy/bin/fpmctl.php
 readlink $R/current || true
 " < "$fpmctl")
@@ -91,13 +91,12 @@ log "sync ok"
 # ---- 2. build
 ssh "${ssh_opts[@]}" "$target" "
 set -e
-printf '%s\n' $REL > $RD/RELEASE
 if [ ! -e $R/shared/storage ]; then if [ -d $RD/storage ]; then cp -a $RD/storage $R/shared/storage; else mkdir -p $R/shared/storage; fi; fi
 rm -rf $RD/storage && ln -s $R/shared/storage $RD/storage
 if [ ! -e $R/shared/.env ]; then if [ -f $RD/.env ]; then cp -p $RD/.env $R/shared/.env; else touch $R/shared/.env; fi; chmod 0640 $R/shared/.env; fi
 rm -rf $RD/.env && ln -s $R/shared/.env $RD/.env
 mkdir -p $RD/storage $RD/bootstrap/cache
-setfacl -R -m u:$web_user:rwX,d:u:$web_user:rwX $RD/storage $RD/bootstrap/cache
+setfacl -L -R -m u:$web_user:rwX,d:u:$web_user:rwX $RD/storage $RD/bootstrap/cache
 setfacl -m u:$web_user:r $R/shared/.env
 cd $RD
 for c in config:cache route:cache view:cache event:cache; do $php artisan \$c --no-interaction >/dev/null; done
@@ -107,13 +106,14 @@ log "build ok"
 # ---- 3. go live
 ssh "${ssh_opts[@]}" "$target" "
 set -e
-ln -sfn releases/$REL $R/.current.tmp && mv -fT $R/.current.tmp $R/current
+printf '%s\n' $REL > $RD/RELEASE && ln -sfn releases/$REL $R/.current.tmp && mv -fT $R/.current.tmp $R/current
 $php $R/.deploy/bin/fpmctl.php reset --socket=$(q "$socket") --deploy-path=$R >/dev/null
 kill -USR2 \"\$(cat $(q "$pidfile"))\"
 $php $R/.deploy/bin/fpmctl.php wait --socket=$(q "$socket") --deploy-path=$R --timeout=30 >/dev/null
 i=0
 until [ \"\$(curl -sS --max-time 5 $(q "$url") 2>/dev/null)\" = $REL ] || { i=\$((i+1)); [ \$i -ge 40 ]; }; do sleep 0.5; done
 [ \$i -lt 40 ] || { echo 'verify failed' >&2; exit 1; }
+$php $R/.deploy/bin/fpmctl.php verify --socket=$(q "$socket") --deploy-path=$R --release=$REL >/dev/null
 cd $R/releases
 ls -1t | grep -vxF $REL | tail -n +$keep | while IFS= read -r r; do rm -rf -- \"\$r\" $R/.deploy/bad/\"\$r\"; done
 printf '{\"time\": \"%s\", \"action\": \"deploy\", \"release\": \"%s\", \"state\": \"deployed\", \"by\": \"%s\"}\n' \

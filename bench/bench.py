@@ -410,6 +410,8 @@ def main(argv=None):
     for f in (source / "bootstrap" / "cache").glob("*.php"):
         f.unlink()
     results, plan, code = [], None, 0
+    # Start from nothing: releases and shared/ left by an earlier run would change what rsync sends.
+    lab.down(args.root, purge=True)
     try:
         if args.plan_hosts:
             log(f"fab plan for {args.plan_hosts} hosts")

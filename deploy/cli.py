@@ -66,9 +66,11 @@ class _Interrupt:
                            "hosts in progress finish their current SSH session (at most: build, switch, verify,"
                            " or rollback) and end in a consistent state. Again to abandon them (locks may stay)."})
         else:
-            # Second signal: the user insists. Hosts still working keep whatever their remote
-            # session does; their locks may stay (fab unlock).
-            raise KeyboardInterrupt
+            # Second signal: the user insists. Leave now; sessions still running on hosts finish
+            # there on their own (each is one script), but their locks may stay: fab unlock.
+            self.reporter({"type": "message", "text": "second signal: abandoning the hosts still in progress; "
+                           "check them with `fab releases` and clear their locks with `fab unlock`"})
+            os._exit(EXIT_INTERRUPTED)
 
     def __exit__(self, *exc):
         for sig, old in self.old.items():
@@ -159,8 +161,12 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
         reporter.start([h.name for h in hosts])
     try:
         # A rollback is short and makes hosts consistent: the first Ctrl-C lets it finish.
-        with _Interrupt(reporter):
-            out = fleet.map(lambda h: ops.rollback_host(h, pipe, operator, quiet, to=to, dry_run=dry_run), hosts)
+        with _Interrupt(reporter) as interrupt:
+            def one(h):
+                if interrupt.event.is_set():
+                    return ops.HostResult(h.name, None, state=ops.UNTOUCHED, message="not started: interrupted"), None
+                return ops.rollback_host(h, pipe, operator, quiet, to=to, dry_run=dry_run)
+            out = fleet.map(one, hosts)
     finally:
         reporter.stop()
     results = [r for r, _ in out]
@@ -173,6 +179,8 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
         return EXIT_OK if all(s for _, s in out) else EXIT_FAILED
     reporter.summary(results, title="rollback")
     code = exit_code([r if r.state != ops.ROLLED_BACK else _ok(r) for r in results])
+    if interrupt.event.is_set() and code == EXIT_OK:
+        code = EXIT_INTERRUPTED
     _write_reports(report, junit, "rollback", to, results, code)
     return code
 

@@ -157,6 +157,8 @@ class Fleet:
             return r
         for r in self.map(revert, hosts):
             old = results[r.host]
+            if r is old:
+                continue
             r.steps = old.steps + r.steps
             r.executed = old.executed + r.executed
             # Same shape as an automatic rollback: the release tried, and the one live again.

@@ -1520,8 +1520,10 @@ def check_running_code(ev, host, release=None):
             acc.add(FAIL, f"the pool sees the releases layout ({host.deploy_path}/current resolves to"
                           f" {st.get('current_realpath')}), not code in place", "human: see the first finding above")
         elif st.get("release") != live:
+            # RELEASE is read with file_get_contents, not through OPCache: a reset cannot change this.
             acc.add(FAIL, f"the pool reads release {st.get('release')!r}, {host.deploy_path}/RELEASE says {live}",
-                    reset_fix, "opcache_reset")
+                    "human: the pool sees another file than the deploy user (a chroot, another mount namespace,"
+                    " or a deploy path that is a symlink resolved differently): fix the pool's view of the path")
         o = st.get("opcache") or {}
         n = o.get("changed_scripts") or 0
         acc.details["changed_scripts"] = n

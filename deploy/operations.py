@@ -171,13 +171,16 @@ def _deploy(host, pipeline, release, operator, runner, result):
         return
     result.previous = _release_of(runner.facts.get("previous"))
 
-    res = runner.run(body, interruptible=True)
+    # finalize rides in the same session as the body: the script stops at the first failure,
+    # so it only runs when every step (verify included) passed. One session less per host.
+    res = runner.run(body + [finalize], interruptible=True)
+    finalized = res.pop()
     result.steps.extend(res)
     activate_index = next(i for i, s in enumerate(body) if s.kind == "activate")
     if pipeline.strategy == "in-place":
         # In place, the live tree changes as soon as sync starts writing into it.
         sync_index = next(i for i, s in enumerate(body) if s.kind == "sync")
-        result.switched = res[sync_index].status not in ("pending", "skipped", "interrupted")
+        result.switched = bool(res[sync_index].commands)  # rsync ran: the live tree may have changed
     else:
         result.switched = res[activate_index].status == "ok"
     if any(r.status == "interrupted" for r in res) and not result.switched:
@@ -186,9 +189,12 @@ def _deploy(host, pipeline, release, operator, runner, result):
         result.message = "interrupted before the switch: the new release was removed, the live one never changed"
         return
     failed_step = next((r for r in res if r.status in ("failed", "interrupted")), None)
+    if failed_step is None and finalized.status != "ok":
+        # Everything verified, only the bookkeeping (prune/history/unlock) was cut off: redo it.
+        finalized = runner.run([finalize])[0]
     if failed_step is None:
         result.activated_to_verified = _activated_at(res, activate_index)
-        result.steps.extend(runner.run([finalize]))
+        result.steps.append(finalized)
         result.state = DEPLOYED
         return
     reason = _failure_text(failed_step)
@@ -237,12 +243,12 @@ def _deploy(host, pipeline, release, operator, runner, result):
         result.message = f"{reason}; rolled back to {result.previous}"
 
 
-def _needs_human_record(runner, host, pipeline, release, operator, message):
+def _needs_human_record(runner, host, pipeline, release, operator, message, action="deploy"):
     """Write why a human is needed into the host's history, and give the lock back: the
     history and `fab releases` tell the next person what happened."""
     ctx = StepContext(host, pipeline, release)
     _run_quiet(runner, [planner.PlannedStep("record", "record", [
-        planner.append_history(ctx, {"action": "deploy", "release": release, "state": NEEDS_HUMAN,
+        planner.append_history(ctx, {"action": action, "release": release, "state": NEEDS_HUMAN,
                                      "reason": message[:500], "by": operator.token}),
         planner.unlock(ctx, operator)])])
 
@@ -409,7 +415,7 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
                 result.state = NEEDS_HUMAN
             result.message = _failure_text(failed_step)
             if result.state == NEEDS_HUMAN:
-                _needs_human_record(runner, host, pipeline, target, operator, result.message)
+                _needs_human_record(runner, host, pipeline, target, operator, result.message, action="rollback")
         else:
             result.state = ROLLED_BACK
             result.message = f"now serving {target} (was {state['current']})"

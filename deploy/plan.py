@@ -129,8 +129,8 @@ def prepare_in_place(ctx):
     )
     values = {f"x{i}": x for i, x in enumerate(excludes)}
     return PlannedStep("prepare", "prepare", [
-        ctx.cmd("mkdir -p {} {} {} && chmod 0755 {}", p.bad, p.meta + "/bin", p.snapshots, p.meta,
-                desc="create the metadata dirs"),
+        ctx.cmd("mkdir -p {} {} {} && chmod 0755 {} && rm -f {}", p.bad, p.meta + "/bin", p.snapshots, p.meta,
+                p.bad + "/" + ctx.release, desc="create the metadata dirs; a redeployed id is no longer bad"),
         ctx.cmd("cat {} 2>/dev/null || true", root + "/RELEASE", capture="previous", desc="read the live release"),
         ctx.script(script, release_file=root + "/RELEASE", tmp=p.snapshots + "/.tmp", root=root,
                    snapshots=p.snapshots, desc="hard-link snapshot of the live tree", **values),

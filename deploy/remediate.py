@@ -6,13 +6,17 @@ The fixes are the ones that really work (../shared/FACTS.md), never the incident
                  `setfacl -R` also recurses into a symlinked shared/storage):
                  setfacl -R -m u:WEB:rwX,d:u:WEB:rwX. Never `chown -R` of the code.
   artisan        the pipeline's cache commands (config:cache, route:cache, view:cache,
-                 event:cache) one by one as the deploy user in the live release, each exit code
-                 checked (never `optimize`); followed by an OPCache reset, because cached config
-                 and routes are loaded with `require`, through OPCache.
+                 event:cache) one by one as the deploy user in the live release (in place: the
+                 deploy path itself), each exit code checked (never `optimize`); followed by an
+                 OPCache reset, because cached config and routes are loaded with `require`,
+                 through OPCache.
   opcache_reset  inside the pool (fpmctl.php reset over the pool's FastCGI socket, proven by its
                  restart counters) plus clearing opcache.file_cache when set. Never
                  `php -r opcache_reset()`: the CLI has its own cache.
   fpm_reload     the inventory's fpm.reload command, then fpmctl wait until the pool answers.
+
+Both layouts (releases, in place) are handled: the evidence names the live tree and its
+writable dirs (health.gather), and every plan here works on those paths.
 
 A remedy that did not help is not repeated: the next attempt escalates (opcache_reset ->
 fpm_reload) or stops. `heal()` never rolls back; the caller does when it returns ok=False.

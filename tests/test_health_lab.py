@@ -2,8 +2,11 @@
 
 Every scenario reproduces one cause of the incident for real (../shared/seed/incident-report.md,
 as corrected by ../shared/FACTS.md) and ends with the new code served, proven by GET /version,
-or with a clear failure. Own root and ports (/srv/labhealth, ssh 2500+i, http 8500+i) so it
-never touches the shared lab in /srv/lab. Needs root.
+or with a clear failure. Own roots and ports so it never touches the shared lab in /srv/lab:
+/srv/labhealth (ssh 2500+i, http 8500+i) for the releases layout, /srv/labheal2 (ssh 2900+i,
+http 8900+i) for the in-place strategy; HEALTH_LAB_ROOT / HEALTH_LAB_SSH_BASE /
+HEALTH_LAB_HTTP_BASE and HEALTH_LAB_INPLACE_ROOT / ..._SSH_BASE / ..._HTTP_BASE move them.
+Both are purged at the end. Needs root.
 
 Set HEALTH_TIMINGS=/path/file.json to get the measured healing times written there.
 """
@@ -27,8 +30,12 @@ from deploy.executor import Runner
 from deploy.report import Reporter
 
 REPO = Path(__file__).resolve().parents[1]
-ROOT = "/srv/labhealth"
-SSH_BASE, HTTP_BASE = 2500, 8500
+ROOT = os.environ.get("HEALTH_LAB_ROOT", "/srv/labhealth")
+SSH_BASE = int(os.environ.get("HEALTH_LAB_SSH_BASE", "2500"))
+HTTP_BASE = int(os.environ.get("HEALTH_LAB_HTTP_BASE", "8500"))
+IP_ROOT = os.environ.get("HEALTH_LAB_INPLACE_ROOT", "/srv/labheal2")
+IP_SSH_BASE = int(os.environ.get("HEALTH_LAB_INPLACE_SSH_BASE", "2900"))
+IP_HTTP_BASE = int(os.environ.get("HEALTH_LAB_INPLACE_HTTP_BASE", "8900"))
 TIMINGS = {}
 
 pytestmark = [
@@ -340,3 +347,218 @@ def test_heal_refuses_while_a_deploy_holds_the_lock(labh):
         assert cli_health.health("lab1", inventory=labh["inventory"], reporter=quiet()) == 0   # read-only: no lock
     finally:
         shutil.rmtree(lock)
+
+
+# ---------------------------------------------------------------------------------------------- in place
+# strategy: in-place (issue 3): code directly under the deploy path, RELEASE at <deploy_path>/RELEASE,
+# storage/ and .env inside it, no current symlink, hard-link snapshots in .deploy/snapshots/<id>.
+# Lab nginx serves {lab deploy_path}/current/public, so an inventory whose deploy_path is that
+# `current` as a REAL directory makes nginx serve the in-place tree.
+
+INPLACE_PIPELINE = """\
+source: {source}
+strategy: in-place
+keep_releases: 3
+steps:
+  - sync
+  - ownership
+  - artisan: {{commands: [config:cache, route:cache, view:cache]}}
+  - activate
+  - verify: {{timeout: 3}}
+"""
+SHOW_RELEASE = "return response($release, 200)"
+
+
+@pytest.fixture(scope="module")
+def labip(tmp_path_factory):
+    os.environ["LAB_QUIET"] = "1"
+    lab.down(IP_ROOT, purge=True)
+    d = tmp_path_factory.mktemp("labinplace")
+    inv = d / "lab.yml"
+    hosts = lab.up(2, root=IP_ROOT, inventory=str(inv), ssh_base=IP_SSH_BASE, http_base=IP_HTTP_BASE)
+    text = inv.read_text()
+    for h in hosts:
+        Path(h["deploy_path"], "current").mkdir(parents=True, exist_ok=True)   # a real dir, not a symlink
+        text = text.replace(f"deploy_path: {h['deploy_path']}\n", f"deploy_path: {h['deploy_path']}/current\n")
+    inv.write_text(text)
+    # Three versions of the app: i1; v2, whose /version appends "-v2" (what a stale pool would not
+    # show); broken, whose /version always throws.
+    src = {"i1": d / "src-i1", "v2": d / "src-v2", "broken": d / "src-broken"}
+    for path in src.values():
+        shutil.copytree(REPO / "sample-app", path, symlinks=True)
+    for name, new in (("v2", "return response($release . '-v2', 200)"),
+                      ("broken", "throw new \\RuntimeException('always broken');")):
+        f = src[name] / "app" / "Http" / "Controllers" / "VersionController.php"
+        assert SHOW_RELEASE in f.read_text()
+        f.write_text(f.read_text().replace(SHOW_RELEASE, new))
+    play = d / "inplace.yml"
+    play.write_text(INPLACE_PIPELINE.format(source=src["i1"]))
+    yield {"inventory": str(inv), "pipeline": str(play), "src": src, "dir": d,
+           "hosts": {h["name"]: dict(h, deploy_path=h["deploy_path"] + "/current") for h in hosts}}
+    lab.down(IP_ROOT, purge=True)
+    if os.environ.get("HEALTH_TIMINGS"):
+        Path(os.environ["HEALTH_TIMINGS"]).write_text(json.dumps(TIMINGS, indent=2) + "\n")
+
+
+def ip_deploy(labip, name, source, release, stream=None):
+    """fab deploy, in process. Returns (exit code, the host's JSON report)."""
+    report = labip["dir"] / f"report-{name}-{release}.json"
+    code = cli.deploy(name, inventory=labip["inventory"], pipeline=labip["pipeline"], source=str(labip["src"][source]),
+                      release=release, report=str(report),
+                      reporter=Reporter(live=False, stream=stream if stream is not None else io.StringIO()))
+    return code, json.loads(report.read_text())["hosts"][0]
+
+
+def app_files(root):
+    """sha256 of every file of the live tree (not .deploy/, not storage/), by relative path."""
+    import hashlib
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        rel = p.relative_to(root).as_posix()
+        if rel.split("/")[0] in (".deploy", "storage") or not p.is_file() or p.is_symlink():
+            continue
+        out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def cache_in_pool(url):
+    """Request the URL (a few times, after opcache.file_update_protection=2 s) so the pool caches
+    what it executes: with validate_timestamps=0 it never looks at those files again."""
+    time.sleep(2.5)
+    for _ in range(3):
+        curl(url)
+
+
+def test_in_place_stale_code_detected_by_verify_and_healed(labip, monkeypatch):
+    """The issue's scenario: FPM pool with opcache.validate_timestamps=0, an in-place deploy whose
+    pipeline has no reload or reset: stale code detected by verify and healed."""
+    h = labip["hosts"]["lab1"]
+    lab.fpm_restart("lab1", root=IP_ROOT, validate_timestamps=0)
+    code, rep = ip_deploy(labip, "lab1", "i1", "i1")
+    assert code == 0, rep["message"]
+    assert curl(h["health_url"]) == (200, "i1")
+    assert not Path(h["deploy_path"]).is_symlink() and not Path(h["deploy_path"], "current").exists()   # in place
+    cache_in_pool(h["health_url"])
+    assert curl(h["health_url"]) == (200, "i1")
+
+    heals = []
+    real_heal = remediate.heal_detailed
+
+    def timed(*a, **kw):
+        r = real_heal(*a, **kw)
+        heals.append(r)
+        return r
+    monkeypatch.setattr(remediate, "heal_detailed", timed)
+    stream = io.StringIO()
+    code, rep = ip_deploy(labip, "lab1", "v2", "i2", stream)
+    out = stream.getvalue()
+    assert code == 0, out
+    assert rep["state"] == "deployed" and rep["message"] == "healed: opcache_reset"
+    # verify's pool probe caught the stale code (HTTP alone passes: the old code also answers "i2")
+    verifies = [s for s in rep["steps"] if s["kind"] == "verify"]
+    assert [s["status"] for s in verifies] == ["failed", "ok"]
+    assert "the pool runs stale code" in verifies[0]["commands"][-1]["output"]
+    # the heal: one reset inside the pool, with its reason (the old code still served)
+    assert [(a["action"], a["ok"]) for a in rep["actions"]] == [("opcache_reset", True)]
+    why = rep["actions"][0]["why"]
+    assert "the pool answers 'i2' but the code on disk answers 'i2-v2'" in why
+    assert "cached script(s) changed on disk" in why and "VersionController.php" in why
+    assert "action: opcache_reset — why: " in out and "healed: opcache_reset" in out
+    assert "no live release" not in out and "current is missing" not in out
+    assert curl(h["health_url"]) == (200, "i2-v2")
+    # activation -> verified, the heal included: seconds
+    assert rep["activated_to_verified"] is not None and rep["activated_to_verified"] < 20, rep["activated_to_verified"]
+    assert len(heals) == 1 and heals[0].ok and heals[0].state == "healed"
+    TIMINGS.setdefault("in_place_stale_code_heal_seconds", []).append(round(heals[0].duration, 3))
+    TIMINGS.setdefault("in_place_stale_code_reset_action_seconds", []).append(rep["actions"][0]["duration"])
+    TIMINGS.setdefault("in_place_activated_to_verified_seconds", []).append(rep["activated_to_verified"])
+    print(f"\nin place, stale code: heal {heals[0].duration:.2f}s ({', '.join(f'{n} {t:.2f}s' for n, t in heals[0].phases)}),"
+          f" activation -> verified {rep['activated_to_verified']:.2f}s")
+    # the deploy kept a hard-link snapshot of i1 for rollback
+    snap = Path(h["deploy_path"], ".deploy", "snapshots", "i1")
+    assert (snap / "RELEASE").read_text().strip() == "i1"
+    assert "-v2" not in (snap / "app" / "Http" / "Controllers" / "VersionController.php").read_text()
+
+
+def test_fab_health_passes_on_a_healthy_in_place_host(labip):
+    h = labip["hosts"]["lab1"]
+    if curl(h["health_url"]) != (200, "i2-v2"):
+        code, _ = ip_deploy(labip, "lab1", "v2", "i2h")
+        assert code == 0
+    # A snapshot holds an earlier tree, with whatever owners and modes it had: not the live code.
+    snaps = sorted(Path(h["deploy_path"], ".deploy", "snapshots").iterdir())
+    assert snaps, "the previous test's deploy leaves a snapshot"
+    planted = snaps[0] / "app" / "Planted.php"
+    planted.write_text("<?php // edited on the server by hand, long ago\n")
+    shutil.chown(planted, "www-data", "www-data")
+    os.chmod(planted, 0o666)
+    try:
+        for pipeline in (labip["pipeline"], None):   # the pipeline decides the layout; without one, the host
+            stream = io.StringIO()
+            code = cli_health.health("lab1", inventory=labip["inventory"], pipeline=pipeline, as_json=True,
+                                     reporter=Reporter(live=False, stream=stream))
+            data = json.loads(stream.getvalue())["hosts"][0]
+            fs = {f["check"]: f for f in data["findings"]}
+            assert code == 0, {c: f["evidence"] for c, f in fs.items() if f["status"] != "pass"}
+            assert data["layout"] == "in-place"
+            assert not [c for c, f in fs.items() if f["status"] == "fail"]
+            for check in ("ownership", "fpm", "socket", "nginx", "running_code"):
+                assert fs[check]["status"] == "pass", (check, fs[check]["evidence"])
+            assert "the pool executes i2" in fs["running_code"]["evidence"] and "in place" in fs["running_code"]["evidence"]
+            assert "'i2-v2'" in fs["running_code"]["evidence"]
+            assert "$realpath_root not required" in fs["nginx"]["evidence"]
+            assert "Planted.php" not in json.dumps(fs["ownership"])
+            if pipeline:
+                assert fs["bootstrap_cache"]["status"] == "pass"
+                assert f"built for {h['deploy_path']} (in place)" in fs["bootstrap_cache"]["evidence"]
+        text = io.StringIO()
+        assert cli_health.health("lab1", inventory=labip["inventory"], pipeline=labip["pipeline"],
+                                 reporter=Reporter(live=False, stream=text)) == 0
+        assert "layout in-place" in text.getvalue()
+    finally:
+        planted.unlink()
+
+
+def test_in_place_code_that_always_throws_is_rolled_back_to_its_snapshot(labip):
+    h = labip["hosts"]["lab2"]
+    code, rep = ip_deploy(labip, "lab2", "i1", "i1")
+    assert code == 0, rep["message"]
+    assert curl(h["health_url"]) == (200, "i1")
+    before = app_files(h["deploy_path"])
+    assert "app/Http/Controllers/VersionController.php" in before and "bootstrap/cache/config.php" in before
+    # i1's code cached in the pool (validate_timestamps=0): the broken release first looks like
+    # stale code (the old controller answers the new RELEASE id), so healing runs its full bound.
+    cache_in_pool(h["health_url"])
+
+    stream = io.StringIO()
+    t0 = time.monotonic()
+    code, rep = ip_deploy(labip, "lab2", "broken", "bad1", stream)
+    elapsed = time.monotonic() - t0
+    out = stream.getvalue()
+    assert code == 1, out
+    assert rep["state"] == "rolled back" and rep["previous"] == "i1"
+    assert "healing did not help (opcache_reset, fpm_reload)" in rep["message"]
+    assert "rolled back to i1" in rep["message"]
+    # remediation gave up within its bound (2 rounds): the reset of the stale pool, then, the new
+    # code answering HTTP 500, a reload; nothing new to try after that
+    heal_actions = [(a["action"], a["attempt"]) for a in rep["actions"] if a["action"] != "rollback"]
+    assert heal_actions == [("opcache_reset", 1), ("fpm_reload", 2)]
+    assert "cached script(s) changed on disk" in rep["actions"][0]["why"]
+    assert "HTTP 500" in rep["actions"][1]["why"]
+    assert [a["action"] for a in rep["actions"]][-1] == "rollback" and rep["actions"][-1]["to"] == "i1"
+    assert "still failing: running code: HTTP 500" in out
+    assert elapsed < 120, elapsed
+    TIMINGS["in_place_broken_release_to_rolled_back_seconds"] = round(rep["duration"], 3)
+    # the snapshot is back: i1 served, the same bytes as before the failed deploy
+    assert curl(h["health_url"]) == (200, "i1")
+    assert app_files(h["deploy_path"]) == before
+    assert Path(h["deploy_path"], "RELEASE").read_text().strip() == "i1"
+    bad = Path(h["deploy_path"], ".deploy", "bad", "bad1")
+    assert bad.is_file() and "healing did not help" in bad.read_text()
+    hist = [json.loads(l) for l in Path(h["deploy_path"], ".deploy", "history.jsonl").read_text().splitlines()]
+    assert hist[-1]["action"] == "auto-rollback" and hist[-1]["release"] == "i1" and hist[-1]["from"] == "bad1"
+    # and the rolled-back host is healthy as far as the running code goes
+    hst, pipe = cli.load("lab2", labip["inventory"], labip["pipeline"])
+    r = cli_health.check_host(hst[0], pipe)
+    fs = {f.check: f for f in r["findings"]}
+    assert fs["running_code"].status == "pass", fs["running_code"].evidence

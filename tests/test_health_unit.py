@@ -737,3 +737,21 @@ def test_in_place_heal_records_the_live_release(ipipe):
     assert ok and [a["action"] for a in actions] == ["opcache_reset"]
     assert "stale code: 1 cached script(s)" in actions[0]["why"]
     assert runner.steps == ["health", "heal: opcache_reset", "health", "heal: record"]
+
+
+def test_without_pipeline_flag_the_host_decides_and_the_default_pipeline_is_no_evidence(pipe):
+    """`fab health` without --pipeline on an in-place host: the default (releases) pipeline's
+    event:cache and resets do not describe this host."""
+    # given explicitly, the releases pipeline's cache commands count (event:cache: events.php)
+    assert findings(ip_evidence(), h=ip_host(), pipe=pipe)["bootstrap_cache"].status == "fail"
+    ev = health.parse(ip_evidence())                          # the gather, in auto mode, said in-place
+    fs = {x.check: x for x in health.evaluate(ev, ip_host(), pipe, layout="auto")}
+    assert fs["bootstrap_cache"].status == "warn" and "events.php missing" in fs["bootstrap_cache"].evidence
+    assert "no pipeline describes this host" in fs["bootstrap_cache"].evidence
+    assert fs["running_code"].status == "pass"
+    assert "no pipeline was given" in fs["opcache"].evidence
+
+
+def test_in_place_pool_reading_another_release_needs_a_human(ipipe):
+    rc = findings(ip_evidence(status=ip_status(release="i1")), h=ip_host(), pipe=ipipe)["running_code"]
+    assert rc.status == "fail" and "the pool reads release 'i1'" in rc.evidence and rc.remedy is None
