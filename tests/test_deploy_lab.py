@@ -24,7 +24,7 @@ steps:
   - activate
   - opcache_reset
   - fpm_reload
-  - verify: {{timeout: 4, interval: 0.25}}
+  - verify: {{timeout: 8, interval: 0.25}}
 """
 
 

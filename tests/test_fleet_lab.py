@@ -32,7 +32,7 @@ steps:
   - activate
   - opcache_reset
   - fpm_reload
-  - verify: {{timeout: 3, interval: 0.25}}
+  - verify: {{timeout: 10, interval: 0.25}}
 {after}
 """
 
