@@ -125,8 +125,12 @@ class Runner:
                 raise
         else:
             try:
-                out, err, code = run_local(cmd.render(reveal=True), timeout=self.host.command_timeout)
+                # rsync's -e program (deploy/rsh.py) finds this host's SSH connection here.
+                env = {"DEPLOY_RSH_SOCKET": self.transport.rsh_socket()}
+                out, err, code = run_local(cmd.render(reveal=True), timeout=self.host.command_timeout, env=env)
                 out = out + err
+                if code != 0:
+                    out += self.transport.rsh_errors()
             except CommandTimeout as exc:
                 out, code = str(exc), None
         cr = CommandResult(step.name, rendered, code, _tail(mask(out, self.secrets), cmd),

@@ -9,7 +9,10 @@ import codecs
 import hashlib
 import os
 import socket
+import shutil
 import subprocess
+import tempfile
+import threading
 import time
 
 import paramiko
@@ -66,6 +69,7 @@ class Transport:
         self.host = host
         self.conn = None
         self._sftp = None
+        self._bridge = None
 
     def connect(self):
         host = self.host
@@ -163,6 +167,15 @@ class Transport:
             raise TransportError(f"connection to {self.host.name} lost while a command ran")
         return "".join(out), b"".join(err).decode(errors="replace"), code
 
+    def rsh_socket(self):
+        """The unix socket through which deploy/rsh.py (rsync's -e) reaches this connection."""
+        if self._bridge is None:
+            self._bridge = RshBridge(self.conn.client.get_transport(), self.host.name)
+        return self._bridge.path
+
+    def rsh_errors(self):
+        return self._bridge.errors() if self._bridge else ""
+
     def put(self, local_path, remote_path, mode):
         try:
             if self._sftp is None:
@@ -173,6 +186,9 @@ class Transport:
             raise TransportError(f"upload of {remote_path} to {self.host.name} failed: {exc}") from None
 
     def close(self):
+        if self._bridge is not None:
+            self._bridge.close()
+            self._bridge = None
         if self.conn is not None:
             try:
                 self.conn.close()
@@ -182,11 +198,94 @@ class Transport:
             self._sftp = None
 
 
-def run_local(command, timeout=None):
+class RshBridge:
+    """Runs remote commands for deploy/rsh.py over an existing paramiko transport.
+
+    A unix socket in a private 0700 directory: only this user's processes can use the
+    connection. One accepted connection = one remote command; bytes are relayed both ways,
+    stderr of the remote command is kept for the failure message.
+    """
+
+    def __init__(self, transport, name):
+        self.transport = transport
+        self.dir = tempfile.mkdtemp(prefix=f"deploy-rsh-{name}-")
+        os.chmod(self.dir, 0o700)
+        self.path = os.path.join(self.dir, "sock")
+        self.server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server.bind(self.path)
+        self.server.listen(4)
+        self._stderr = []
+        threading.Thread(target=self._accept, daemon=True, name=f"rsh-{name}").start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return  # closed
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        chan = None
+        try:
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = conn.recv(1)
+                if not chunk:
+                    return
+                line += chunk
+            chan = self.transport.open_session()
+            chan.exec_command(line.decode().rstrip("\n"))
+            threading.Thread(target=self._to_channel, args=(conn, chan), daemon=True).start()
+            while True:
+                while chan.recv_stderr_ready():
+                    self._stderr.append(chan.recv_stderr(65536))
+                data = chan.recv(65536)
+                if not data:
+                    break
+                conn.sendall(data)
+            while chan.recv_stderr_ready():
+                self._stderr.append(chan.recv_stderr(65536))
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            self._stderr.append(f"tunnel: {exc}\n".encode())
+        finally:
+            try:
+                conn.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+            conn.close()
+            if chan is not None:
+                chan.close()
+
+    @staticmethod
+    def _to_channel(conn, chan):
+        try:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                chan.sendall(data)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            try:
+                chan.shutdown_write()
+            except (OSError, EOFError, paramiko.SSHException):
+                pass
+
+    def errors(self):
+        return b"".join(self._stderr).decode(errors="replace")
+
+    def close(self):
+        self.server.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_local(command, timeout=None, env=None):
     """Run a local shell command (rsync). Returns (stdout, stderr, exit_code)."""
     try:
         proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+                              stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
     except subprocess.TimeoutExpired:
         raise CommandTimeout(f"timed out after {timeout}s") from None
     return proc.stdout, proc.stderr, proc.returncode

@@ -3,6 +3,7 @@ nginx and the sample Laravel app. Every test deploys with `fab`, as a user would
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -64,9 +65,13 @@ def test_deploy_r1_then_r2_serves_each_and_sends_only_the_changed_file(lab, host
 
     changed = app_copy(tmp_path, edit={"resources/views/welcome.blade.php": lambda s: s + "\n<!-- r2 -->\n"})
     report = tmp_path / "r2.json"
+    sshd_log = Path(lab.hosts[host]["sshd_log"])
+    logins = sshd_log.read_text().count("Accepted publickey")
     r = deploy(lab, host, "r2", pipe(tmp_path, source=changed, name="p2.yml"), "--report", str(report))
     assert r.returncode == 0, r.stdout + r.stderr
     assert lab.get(host) == (200, "r2")
+    # ONE SSH connection for the whole deploy: every step, the upload and rsync (tunnelled).
+    assert sshd_log.read_text().count("Accepted publickey") == logins + 1
     data = json.loads(report.read_text())
     assert data["hosts"][0]["state"] == "deployed"
     # --link-dest: only the one edited file crossed the wire.

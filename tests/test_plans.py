@@ -2,10 +2,11 @@
 
 import shlex
 import subprocess
+import sys
 
 from deploy import inventory, pipeline, plan
 from deploy.commands import MASK
-from helpers import write
+from helpers import PROJECT, write
 
 INV = """
 defaults:
@@ -69,7 +70,8 @@ def test_default_plan_exact_commands(tmp_path):
     assert rsync.startswith("rsync --archive --no-owner --no-group --delete")
     assert "--link-dest=/var/www/app/current/" in rsync
     assert "--exclude=/RELEASE" in rsync and "--exclude='/bootstrap/cache/*.php'" in rsync
-    assert "StrictHostKeyChecking=yes" in rsync and "UserKnownHostsFile=/keys/known_hosts" in rsync
+    # rsync's remote shell tunnels through the tool's own (host-key-checked) SSH connection.
+    assert f"-e '{sys.executable} {PROJECT / 'deploy' / 'rsh.py'}'" in rsync
     assert rsync.endswith("deploy@10.0.0.11:/var/www/app/releases/r1/")
     assert steps[2].commands[0].local and not steps[3].commands[0].local
 

@@ -1,6 +1,8 @@
 """sync: rsync the source into releases/<id>, hard-linking unchanged files from the live release."""
 
 import shlex
+import sys
+from pathlib import Path
 
 KIND = "sync"
 ON_ROLLBACK = False
@@ -17,21 +19,13 @@ def parse(section):
     return {"exclude": excludes}
 
 
+RSH = Path(__file__).resolve().parent.parent / "rsh.py"
+
+
 def ssh_command(host):
-    """The ssh command rsync uses: same key, same known_hosts, same host key policy as the tool."""
-    strict = "accept-new" if host.host_key_policy == "accept-new" else "yes"
-    parts = ["ssh", "-p", str(host.port), "-o", "BatchMode=yes",
-             "-o", f"StrictHostKeyChecking={strict}",
-             "-o", f"UserKnownHostsFile={expand(host.known_hosts)}",
-             "-o", f"ConnectTimeout={host.connect_timeout}"]
-    if host.key:
-        parts += ["-i", expand(host.key), "-o", "IdentitiesOnly=yes"]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
-def expand(path):
-    import os
-    return os.path.expanduser(path)
+    """rsync's remote shell: deploy/rsh.py, which tunnels through the tool's own SSH connection
+    to the host (one connection per host; its host key was checked when it was opened)."""
+    return " ".join(shlex.quote(p) for p in (sys.executable, str(RSH)))
 
 
 def remote_spec(host, path):
