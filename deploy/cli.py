@@ -34,11 +34,11 @@ def load(host, inventory=None, pipeline=None, source=None):
     return hosts, pipe
 
 
-def exit_code(results):
+def exit_code(results, ok_states=ops.OK_STATES):
     states = [r.state for r in results]
     if any(s in (ops.NEEDS_HUMAN,) for s in states):
         return EXIT_NEEDS_HUMAN
-    if all(s in ops.OK_STATES for s in states):
+    if all(s in ok_states for s in states):
         return EXIT_OK
     return EXIT_FAILED
 
@@ -178,16 +178,12 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
                 reporter.message(f"# host {h.name}: {r.state}: {r.message}")
         return EXIT_OK if all(s for _, s in out) else EXIT_FAILED
     reporter.summary(results, title="rollback")
-    code = exit_code([r if r.state != ops.ROLLED_BACK else _ok(r) for r in results])
+    # For `fab rollback`, rolled back is the success state.
+    code = exit_code(results, ok_states=ops.OK_STATES + (ops.ROLLED_BACK,))
     if interrupt.event.is_set() and code == EXIT_OK:
         code = EXIT_INTERRUPTED
     _write_reports(report, junit, "rollback", to, results, code)
     return code
-
-
-def _ok(r):
-    clone = ops.HostResult(r.host, r.release, state=ops.DEPLOYED)
-    return clone
 
 
 def releases(host, inventory=None, pipeline=None, as_json=False, reporter=None):

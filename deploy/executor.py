@@ -9,6 +9,7 @@ start-up, FACTS). The script stops at the first command whose exit code is not a
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .commands import Upload, mask
 from .transport import CommandTimeout, TransportError, run_local
@@ -26,12 +27,11 @@ class CommandResult:
     output: str = ""       # masked, tail
     duration: float = 0.0
     local: bool = False
+    ok_codes: tuple = (0,)  # the command's accepted exit codes
 
     @property
     def ok(self):
-        return self.exit_code == 0 or (self.exit_code is not None and self.exit_code in self._ok_codes)
-
-    _ok_codes: tuple = (0,)
+        return self.exit_code == 0 or (self.exit_code is not None and self.exit_code in self.ok_codes)
 
 
 @dataclass
@@ -45,6 +45,11 @@ class StepResult:
     @property
     def failed_command(self):
         return next((c for c in self.commands if not c.ok), None)
+
+
+def _own_session(cmd):
+    """Local commands (rsync) and uploads cannot ride in a remote shell script."""
+    return cmd.local or isinstance(cmd, Upload)
 
 
 def _tail(output, cmd):
@@ -89,12 +94,12 @@ class Runner:
                     results[si].status = "interrupted"
                     self.emit({"type": "step", "host": self.host.name, "step": results[si].name, "result": results[si]})
                     break
-                if cmd.local or isinstance(cmd, Upload):
+                if _own_session(cmd):
                     ok = self._run_single(planned_steps, results, si, cmd)
                     i += 1
                 else:
                     j = i
-                    while j < len(items) and not (items[j][2].local or isinstance(items[j][2], Upload)):
+                    while j < len(items) and not _own_session(items[j][2]):
                         j += 1
                     ok = self._run_batch(planned_steps, results, items[i:j])
                     i = j
@@ -113,16 +118,9 @@ class Runner:
         step, res = planned[si], results[si]
         self._step_started(step, res)
         start = time.monotonic()
-        rendered = cmd.render()
-        self.executed.append(rendered)
         if isinstance(cmd, Upload):
-            from pathlib import Path
-            local = Path(__file__).parent.parent / cmd.local_path
-            try:
-                self.transport.put(str(local), cmd.remote_path, cmd.mode)
-                out, code = "", 0
-            except TransportError:
-                raise
+            self.transport.put(str(Path(__file__).parent.parent / cmd.local_path), cmd.remote_path, cmd.mode)
+            out, code = "", 0
         else:
             try:
                 # rsync's -e program (deploy/rsh.py) finds this host's SSH connection here.
@@ -133,15 +131,19 @@ class Runner:
                     out += self.transport.rsh_errors()
             except CommandTimeout as exc:
                 out, code = str(exc), None
-        cr = CommandResult(step.name, rendered, code, _tail(mask(out, self.secrets), cmd),
-                           time.monotonic() - start, local=True)
-        cr._ok_codes = cmd.ok_codes
-        if cmd.capture:
-            self.facts[cmd.capture] = out.strip()
-        res.commands.append(cr)
-        res.duration += cr.duration
-        self.emit({"type": "command", "host": self.host.name, "step": step.name, "result": cr})
+        cr = self._record(step, res, cmd, code, out, time.monotonic() - start, local=True)
         return self._after_command(step, res, cr, last=cmd is step.commands[-1])
+
+    def _record(self, step, res, cmd, code, output, duration, local=False):
+        """One finished command: its result (masked output), its captured fact, the event."""
+        self.executed.append(cmd.render())
+        cr = CommandResult(step.name, cmd.render(), code, _tail(mask(output, self.secrets), cmd), duration,
+                           local=local, ok_codes=cmd.ok_codes)
+        if cmd.capture:
+            self.facts[cmd.capture] = output.strip()
+        res.commands.append(cr)
+        self.emit({"type": "command", "host": self.host.name, "step": step.name, "result": cr})
+        return cr
 
     # -- a run of remote commands as one script
     def _run_batch(self, planned, results, items):
@@ -202,17 +204,10 @@ class Runner:
             code = int(m.group(2))
             pos = m.end()
             self._step_started(step, res)
-            self.executed.append(cmd.render())
             began, ended = times["begin"].get(n, t0), times["end"].get(n, now)
             if getattr(res, "_t0", None) is None or res.status == "running" and ci == 0:
                 res._t0 = began
-            cr = CommandResult(step.name, cmd.render(), code, _tail(mask(output, self.secrets), cmd),
-                               max(0.0, ended - began))
-            cr._ok_codes = cmd.ok_codes
-            if cmd.capture:
-                self.facts[cmd.capture] = output.strip()
-            res.commands.append(cr)
-            self.emit({"type": "command", "host": self.host.name, "step": step.name, "result": cr})
+            cr = self._record(step, res, cmd, code, output, max(0.0, ended - began))
             if not self._after_command(step, res, cr, last=ci == len(step.commands) - 1, now=ended):
                 return False
         return True
@@ -220,11 +215,8 @@ class Runner:
     def _unfinished(self, step, res, cmd, output):
         """Record a command that did not finish (exit code None) and fail its step."""
         self._step_started(step, res)
-        self.executed.append(cmd.render())
-        cr = CommandResult(step.name, cmd.render(), None, mask(output.strip(), self.secrets)[-OUTPUT_TAIL:], 0.0)
-        res.commands.append(cr)
+        self._record(step, res, cmd, None, output.strip(), 0.0)
         res.status = "failed"
-        self.emit({"type": "command", "host": self.host.name, "step": step.name, "result": cr})
         self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
 
     def _first_unfinished(self, out, count):

@@ -109,8 +109,7 @@ def lock_host(host, pipeline, release, operator, emit):
 def release_lock(host, pipeline, release, operator, transport):
     """Give back a lock taken by lock_host when the run does not go ahead on this host."""
     runner = Runner(transport, host, lambda e: None)
-    _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [
-        planner.unlock(StepContext(host, pipeline, release), operator)])])
+    _run_quiet(runner, [planner.unlock_step(host, pipeline, release, operator)])
     transport.close()
 
 
@@ -141,8 +140,7 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     except Exception as exc:  # a bug must not take the other hosts down with it
         result.state = NEEDS_HUMAN if result.switched else FAILED
         result.message = f"internal error: {type(exc).__name__}: {exc}"
-        _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [
-            planner.unlock(StepContext(host, pipeline, release), operator)])])
+        _run_quiet(runner, [planner.unlock_step(host, pipeline, release, operator)])
     finally:
         transport.close()
         result.executed = runner.executed
@@ -155,7 +153,7 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
 def _deploy(host, pipeline, release, operator, runner, result):
     steps = planner.deploy(host, pipeline, release, operator)
     prepare, body, finalize = steps[1], steps[2:-1], steps[-1]
-    unlock = planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, release), operator)])
+    unlock = planner.unlock_step(host, pipeline, release, operator)
     res = runner.run([prepare], interruptible=True)
     result.steps.extend(res)
     if res[0].status != "ok":
@@ -409,7 +407,7 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
         result.switched = any(r.kind == "activate" and r.status == "ok" for r in res)
         if failed_step:
             if not result.switched:
-                _run_quiet(runner, [planner.PlannedStep("unlock", "unlock", [planner.unlock(StepContext(host, pipeline, target), operator)])])
+                _run_quiet(runner, [planner.unlock_step(host, pipeline, target, operator)])
                 result.state = FAILED
             else:
                 result.state = NEEDS_HUMAN

@@ -153,6 +153,10 @@ def unlock(ctx, operator):
                    operator.token, ctx.paths.lock + "/info", ctx.paths.lock, desc="release the deploy lock")
 
 
+def unlock_step(host, pipeline, release, operator):
+    return PlannedStep("unlock", "unlock", [unlock(StepContext(host, pipeline, release), operator)])
+
+
 def prune(ctx):
     p = ctx.paths
     keep = ctx.pipeline.keep_releases

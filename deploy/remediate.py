@@ -307,7 +307,7 @@ def heal_host(host, pipeline, operator, emit, attempts=2, connect=None, layout=N
     finally:
         if locked:
             try:
-                runner.run([PlannedStep("unlock", "unlock", [planner.unlock(ctx, operator)])])
+                runner.run([planner.unlock_step(host, pipeline, ctx.release, operator)])
             except TransportError:
                 pass
         transport.close()

@@ -65,7 +65,6 @@ class Reporter:
             self._line(host, f"start (release {e.get('release') or '-'})")
         elif kind == "step_start":
             row["step"] = e["step"]
-            self._line(host, f"step {e['step']} ...", verbose=True)
         elif kind == "step":
             r = e["result"]
             self._line(host, f"step {r.name}: {r.status} ({r.duration:.2f}s)")
@@ -86,11 +85,7 @@ class Reporter:
         elif kind == "action":
             self._line(host, f"action: {e['action']} — why: {e['why']}")
 
-    def _line(self, host, text, verbose=False):
-        if verbose and self._live:
-            return
-        if verbose:
-            return
+    def _line(self, host, text):
         prefix = f"{_now()} {host or '-'}"
         if self._live:
             self._live.console.print(Text(f"{prefix} {text}"))
