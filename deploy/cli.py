@@ -106,7 +106,8 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
     reporter.message(f"deploying release {release} to {len(hosts)} host(s): {', '.join(h.name for h in hosts)}")
     reporter.start([h.name for h in hosts])
     with _Interrupt(reporter) as interrupt:
-        fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=parallel, stop_event=interrupt.event)
+        fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=parallel, stop_event=interrupt.event,
+                                plans=plans)
         try:
             results = fleet.deploy(release, serial=serial, max_fail=max_fail, rollback_all=rollback_all)
         finally:

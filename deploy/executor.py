@@ -65,7 +65,7 @@ class Runner:
         self.stop = stop          # threading.Event: Ctrl-C/SIGTERM; checked between sessions only
         self.host = host
         self.emit = emit
-        self.secrets = list(secrets)
+        self.secrets = set(secrets)  # every secret value seen in this host's commands
         self.facts = {}
         self.executed = []   # masked renderings, in order: the proof that plan == execution
 
@@ -81,7 +81,7 @@ class Runner:
         results = [StepResult(s.name, s.kind) for s in planned_steps]
         for s in planned_steps:
             for c in s.commands:
-                self.secrets.extend(c.secrets)
+                self.secrets.update(c.secrets)
         items = [(si, ci, c) for si, s in enumerate(planned_steps) for ci, c in enumerate(s.commands)]
         for r, s in zip(results, planned_steps):
             if not s.commands:

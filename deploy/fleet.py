@@ -38,13 +38,14 @@ def threshold(max_fail, batch_size):
 
 
 class Fleet:
-    def __init__(self, hosts, pipeline, operator, emit, parallel=None, stop_event=None):
+    def __init__(self, hosts, pipeline, operator, emit, parallel=None, stop_event=None, plans=None):
         self.hosts = hosts
         self.pipeline = pipeline
         self.operator = operator
         self.emit = emit
         self.parallel = max(1, min(parallel or pipeline.parallel or DEFAULT_PARALLEL, len(hosts) or 1))
         self.stop = stop_event or threading.Event()
+        self.plans = plans or {}  # host name -> the deploy plan already made for it
 
     def map(self, fn, hosts):
         """Run fn(host) for every host, at most `parallel` at once; results in host order."""
@@ -143,6 +144,7 @@ class Fleet:
             return ops.HostResult(host.name, release, state=ops.UNTOUCHED, message="not started: run interrupted")
         transport = held.pop(host.name)
         return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit, transport=transport,
+                               steps=self.plans.get(host.name),
                                stop=self.stop, locked=results[host.name])
 
     def _revert(self, hosts, results, release):

@@ -113,10 +113,11 @@ def release_lock(host, pipeline, release, operator, transport):
     transport.close()
 
 
-def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=None, locked=None):
+def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=None, locked=None, steps=None):
     """Deploy one host. Never raises for host-side failures: they end in the result's state.
 
-    `transport` + `locked` (a HostResult from lock_host) when the fleet already took the lock.
+    `transport` + `locked` (a HostResult from lock_host) when the fleet already took the lock;
+    `steps`: the plan already made (and shown) for this host, so what runs is that very plan.
     """
     t_start = time.monotonic()
     emit({"type": "host_start", "host": host.name, "release": release})
@@ -132,7 +133,8 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     runner = Runner(transport, host, emit, stop=stop)
     runner.executed = list(result.executed)
     try:
-        _deploy(host, pipeline, release, operator, runner, result)
+        _deploy(host, pipeline, release, operator, runner, result,
+                steps or planner.deploy(host, pipeline, release, operator))
     except TransportError as exc:
         result.steps.extend(getattr(exc, "results", []))
         result.state = NEEDS_HUMAN if result.switched else UNREACHABLE
@@ -150,8 +152,7 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     return result
 
 
-def _deploy(host, pipeline, release, operator, runner, result):
-    steps = planner.deploy(host, pipeline, release, operator)
+def _deploy(host, pipeline, release, operator, runner, result, steps):
     prepare, body, finalize = steps[1], steps[2:-1], steps[-1]
     unlock = planner.unlock_step(host, pipeline, release, operator)
     res = runner.run([prepare], interruptible=True)
