@@ -12,7 +12,7 @@ from . import inventory as inventory_mod
 from . import operations as ops
 from . import pipeline as pipeline_mod
 from . import plan as planner
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NEEDS_HUMAN, EXIT_OK, ConfigError, DeployError
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NEEDS_HUMAN, EXIT_OK, ConfigError
 from .report import Reporter, write_json, write_junit
 
 PROJECT = Path(__file__).resolve().parent.parent

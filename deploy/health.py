@@ -947,7 +947,7 @@ def check_socket(ev, host):
         acc.add(FAIL, f"no socket at {sock}",
                 f"human: FPM is not running or its pool `listen` differs from fpm.socket ({sock}) in the inventory")
     elif info["state"] == "notsocket":
-        acc.add(FAIL, f"{sock} exists but is not a socket", f"human: remove it and restart PHP-FPM")
+        acc.add(FAIL, f"{sock} exists but is not a socket", "human: remove it and restart PHP-FPM")
     elif ev["fpm"]["listen_inode"] is None:
         acc.add(FAIL, f"{sock} exists but nothing listens on it (left by a dead FPM)", "human: restart PHP-FPM")
     if err and err[0] == "refused":

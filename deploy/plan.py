@@ -7,7 +7,7 @@ import getpass
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from . import fpmctl

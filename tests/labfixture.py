@@ -5,7 +5,6 @@ Each user of this helper picks its own root and port bases so several labs can c
 
 import os
 import shutil
-import subprocess
 import time
 import urllib.request
 from pathlib import Path

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import cli, inventory, operations, pipeline, plan
+from deploy import inventory, operations, pipeline, plan
 from helpers import PROJECT, fab, write
 from labfixture import app_copy, needs_root, start
 

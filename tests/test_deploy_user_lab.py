@@ -1,7 +1,6 @@
 """A deploy user that is not root, as on most production servers: code owned by `deploy`,
 privileged commands through `sudo -n` limited to single programs in sudoers."""
 
-import grp
 import json
 import pwd
 import subprocess

@@ -113,9 +113,9 @@ def evidence(**o):
         "pool": pool_json() + "\n\x1dRC 0\n",
         "http": "code\t200\n\x1dBODY\nr2",
         "disk": "\x1dRUN 1\n\x1dSTATUS 200\nr2\n",
-        "fpm": (f"listen_inode\t35684\nmasters\t900 \nhttp_owners\t910 911 \n"
-                f"master\t900\tyes\t5000\t4\tphp-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)\n"
-                f"socket\twww-data\twww-data\t660\n"),
+        "fpm": ("listen_inode\t35684\nmasters\t900 \nhttp_owners\t910 911 \n"
+                "master\t900\tyes\t5000\t4\tphp-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)\n"
+                "socket\twww-data\twww-data\t660\n"),
         "nginx": "master\t910\t/etc/nginx/nginx.conf\t0\twww-data\nworker_socket\tok\n\x1dDUMP\n" + nginx_dump(),
         "owner": "notw_count\tstorage\t0\nnotw_count\tbootstrap/cache\t0\ncodew_count\t0\nodd_count\t0\n",
         "bootstrap": (f"file\tconfig.php\tdeploy:deploy\t644\t1700000100.0\nfile\troutes-v7.php\tdeploy:deploy\t644\t1700000100.0\n"
@@ -665,7 +665,7 @@ def test_in_place_pipeline_on_a_host_with_current_is_a_mismatch(ipipe):
 
 
 def test_releases_pipeline_on_an_in_place_host_says_so(pipe):
-    layout = f"deploy\tok\nlayout\treleases\nmode\treleases\nsymlink\tno\ncurrent\tno\nlink\t\nreal\t\ninplace_hint\tyes\n"
+    layout = "deploy\tok\nlayout\treleases\nmode\treleases\nsymlink\tno\ncurrent\tno\nlink\t\nreal\t\ninplace_hint\tyes\n"
     rc = findings(ip_evidence(layout=layout, status=ip_status()), h=ip_host(), pipe=pipe)["running_code"]
     assert rc.status == "fail" and "current is missing" in rc.evidence
     assert "looks laid out in place" in rc.evidence and "strategy: in-place" in rc.evidence
