@@ -9,6 +9,18 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 FAB = str(Path(sys.executable).parent / "fab")
 
+# LAB_SLOT=N keeps this run's sandbox roots and ports apart from other runs on the same machine
+# (several worktrees testing at once): roots get a -sN suffix, ports move up by N * 10000.
+SLOT = int(os.environ.get("LAB_SLOT", "0"))
+
+
+def slot_root(path):
+    return f"{path}-s{SLOT}" if SLOT else path
+
+
+def slot_port(base):
+    return base + 10000 * SLOT
+
 
 def write(path, text):
     path = Path(path)

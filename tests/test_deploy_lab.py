@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploy import inventory, operations, pipeline, plan
-from helpers import PROJECT, fab, write
+from helpers import PROJECT, fab, slot_port, slot_root, write
 from labfixture import app_copy, needs_root, start
 
 pytestmark = [needs_root, pytest.mark.lab]
@@ -32,9 +32,9 @@ steps:
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     from deploy import lab as labmod
-    the_lab = start("/srv/labcore", 3, 2700, 8700, tmp_path_factory.mktemp("labcore"))
+    the_lab = start(slot_root("/srv/labcore"), 3, slot_port(2700), slot_port(8700), tmp_path_factory.mktemp("labcore"))
     yield the_lab
-    labmod.down("/srv/labcore", purge=True)
+    labmod.down(the_lab.root, purge=True)
 
 
 @pytest.fixture

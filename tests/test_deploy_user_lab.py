@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 
 from deploy import lab as labmod
-from helpers import PROJECT, fab, write
+from helpers import PROJECT, fab, slot_port, slot_root, write
 from labfixture import app_copy, needs_root, start
 
 pytestmark = [needs_root, pytest.mark.lab]
-ROOT = "/srv/labuser"
+ROOT = slot_root("/srv/labuser")
 SUDOERS = Path("/etc/sudoers.d/deploy-lab-test")
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("labuser")
-    the_lab = start(ROOT, 1, 3000, 9000, tmp)
+    the_lab = start(ROOT, 1, slot_port(3000), slot_port(9000), tmp)
     # The deploy user: may use the pool's socket (group www-data, as on Debian), nothing else.
     if subprocess.run(["id", "deploy"], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", "deploy"], check=True)

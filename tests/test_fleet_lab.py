@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from deploy import lab as labmod
-from helpers import FAB, PROJECT, fab, write
+from helpers import FAB, PROJECT, fab, slot_port, slot_root, write
 from labfixture import needs_root, start
 
 pytestmark = [needs_root, pytest.mark.lab]
-ROOT = "/srv/labfleet"
+ROOT = slot_root("/srv/labfleet")
 HOSTS = [f"lab{i}" for i in range(1, 9)]
 
 PIPELINE = """
@@ -49,7 +49,7 @@ def fail_on(hosts, when="after"):
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    the_lab = start(ROOT, 8, 2800, 8800, tmp_path_factory.mktemp("labfleet"))
+    the_lab = start(ROOT, 8, slot_port(2800), slot_port(8800), tmp_path_factory.mktemp("labfleet"))
     yield the_lab
     labmod.down(ROOT, purge=True)
 

@@ -1,4 +1,4 @@
-"""Health checks and healing on REAL lab hosts (sshd + PHP-FPM + nginx + Laravel, deploy/lab.py).
+"""Health checks and healing on REAL lab hosts (sshd + PHP-FPM + nginx + Laravel, deploy/lab/).
 
 Every scenario reproduces one cause of the incident for real (../shared/seed/incident-report.md,
 as corrected by ../shared/FACTS.md) and ends with the new code served, proven by GET /version,
@@ -28,14 +28,15 @@ from deploy import operations as ops
 from deploy import plan as planner
 from deploy.executor import Runner
 from deploy.report import Reporter
+from helpers import slot_port, slot_root
 
 REPO = Path(__file__).resolve().parents[1]
-ROOT = os.environ.get("HEALTH_LAB_ROOT", "/srv/labhealth")
-SSH_BASE = int(os.environ.get("HEALTH_LAB_SSH_BASE", "2500"))
-HTTP_BASE = int(os.environ.get("HEALTH_LAB_HTTP_BASE", "8500"))
-IP_ROOT = os.environ.get("HEALTH_LAB_INPLACE_ROOT", "/srv/labheal2")
-IP_SSH_BASE = int(os.environ.get("HEALTH_LAB_INPLACE_SSH_BASE", "2900"))
-IP_HTTP_BASE = int(os.environ.get("HEALTH_LAB_INPLACE_HTTP_BASE", "8900"))
+ROOT = os.environ.get("HEALTH_LAB_ROOT", slot_root("/srv/labhealth"))
+SSH_BASE = int(os.environ.get("HEALTH_LAB_SSH_BASE", slot_port(2500)))
+HTTP_BASE = int(os.environ.get("HEALTH_LAB_HTTP_BASE", slot_port(8500)))
+IP_ROOT = os.environ.get("HEALTH_LAB_INPLACE_ROOT", slot_root("/srv/labheal2"))
+IP_SSH_BASE = int(os.environ.get("HEALTH_LAB_INPLACE_SSH_BASE", slot_port(2900)))
+IP_HTTP_BASE = int(os.environ.get("HEALTH_LAB_INPLACE_HTTP_BASE", slot_port(8900)))
 TIMINGS = {}
 
 pytestmark = [

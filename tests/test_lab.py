@@ -1,4 +1,4 @@
-"""Real behaviour of deploy/lab.py and sample-app/: real sshd, php-fpm, nginx, Laravel.
+"""Real behaviour of deploy/lab/ and sample-app/: real sshd, php-fpm, nginx, Laravel.
 
 Runs on its own root and ports (/srv/labtest, ssh 2300+i, http 8100+i) so it does not
 clash with a lab started by `fab lab.up` (/srv/lab, 2200+i, 8000+i). Needs root.
@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import slot_port, slot_root
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_APP = REPO / "sample-app"
-ROOT = "/srv/labtest"
-SSH_BASE = 2300
-HTTP_BASE = 8100
+ROOT = slot_root("/srv/labtest")
+SSH_BASE = slot_port(2300)
+HTTP_BASE = slot_port(8100)
 N = 2
 
 pytestmark = pytest.mark.skipif(
@@ -32,8 +33,8 @@ pytestmark = pytest.mark.skipif(
 
 
 def _load_lab():
-    # Loaded by path: deploy/lab.py needs nothing from the rest of the deploy package.
-    spec = importlib.util.spec_from_file_location("lab_under_test", REPO / "deploy" / "lab.py")
+    # Loaded by path: deploy/lab/hosts.py needs nothing from the rest of the deploy package.
+    spec = importlib.util.spec_from_file_location("lab_under_test", REPO / "deploy" / "lab" / "hosts.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)

@@ -1,0 +1,5 @@
+import sys
+
+from .hosts import main
+
+sys.exit(main())
