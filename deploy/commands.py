@@ -77,6 +77,8 @@ class Command:
     ok_codes: tuple = (0,)
     desc: str = ""
     capture: str | None = None  # the executor keeps this command's output under that name
+    timeout: int | None = None  # seconds; None: the host's command_timeout
+    gate: bool = False          # the switch of current: runs only on the executor's "go" (executor.py)
 
     def render(self, reveal=False):
         text = self.template.format(*(quote(a, reveal) for a in self.args))

@@ -3,7 +3,18 @@
 Consecutive remote commands (across steps) are sent as ONE shell script in one SSH session;
 markers printed between commands carry each command's exit code back, so a deploy costs a
 few sessions per host instead of one per command (each session pays the login shell's
-start-up, FACTS). The script stops at the first command whose exit code is not accepted.
+start-up, docs/why.md). The script stops at the first command whose exit code is not accepted.
+
+Markers (a line starting with \\x1e):
+  P pid       the session's shell (a process group leader: sshd starts each session with setsid)
+  B n / E n rc  command n began / ended with exit code rc
+  G n         the script waits on its stdin before command n (a *gated* command: the switch of
+              `current`); the executor answers "go", or "stop" after Ctrl-C, so a switch only
+              ever happens while the tool is there to see it, and never after it was told to stop
+  X n         the gate said stop: the script ended before command n
+A command's own timeout is enforced here, from its B marker: past it the session is dropped and
+the session's process group is killed on the host. Output received before a timeout or a lost
+connection is kept, so the caller knows which commands finished (the switch among them).
 """
 
 import re
@@ -12,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .commands import Upload, mask
-from .transport import CommandTimeout, TransportError, run_local
+from .transport import CommandTimeout, SessionLost, TransportError
 
 MARK = "\x1e"
-_END = re.compile(r"\n?\x1eE (\d+) (-?\d+)\n")
+_LINE = re.compile(r"\x1e([PBEGX]) (\d+)(?: (-?\d+))?\n")
 OUTPUT_TAIL = 4000
 
 
@@ -38,7 +49,7 @@ class CommandResult:
 class StepResult:
     name: str
     kind: str
-    status: str = "pending"   # ok / failed / skipped / pending
+    status: str = "pending"   # ok / failed / interrupted / skipped / pending
     duration: float = 0.0
     commands: list = field(default_factory=list)
 
@@ -57,26 +68,91 @@ def _tail(output, cmd):
     return output if cmd.capture else output[-OUTPUT_TAIL:]
 
 
+def batch_script(commands):
+    """The shell script of one session: each command in a subshell, its output and exit code
+    framed by markers; the script stops at the first command whose exit code is not accepted."""
+    parts = ["printf '\\036P %s\\n' \"$$\""]
+    for n, cmd in enumerate(commands):
+        if getattr(cmd, "gate", False):
+            parts.append(f"printf '\\036G {n}\\n'; IFS= read -r __go || __go=;"
+                         f" [ \"$__go\" = go ] || {{ printf '\\036X {n}\\n'; exit 0; }}")
+        ok = "|".join(str(c) for c in cmd.ok_codes)
+        parts.append(f"printf '\\036B {n}\\n'; ( {cmd.render(reveal=True)}\n) </dev/null 2>&1; __rc=$?;"
+                     f" printf '\\n\\036E {n} %d\\n' $__rc; case $__rc in {ok}) ;; *) exit 0;; esac")
+    return "\n".join(parts) + "\n"
+
+
+class _Watch:
+    """Follows one session's markers as output arrives: step progress, gates, command deadlines."""
+
+    def __init__(self, runner, planned, results, items):
+        self.runner, self.planned, self.results, self.items = runner, planned, results, items
+        self.buf = ""
+        self.begin, self.end = {}, {}
+        self.running = None       # index of the command that began and has not ended
+        self.deadline = None
+        self.timed_out = None     # index of the command that ran past its timeout
+        self.gate = None          # "go" / "stop": the answer given at a gate, if any
+
+    def output(self, chunk):
+        self.buf += chunk
+        reply = None
+        while "\n" in self.buf:
+            line, self.buf = self.buf.split("\n", 1)
+            m = _LINE.match(line + "\n")
+            if not m:
+                continue
+            tag, n = m.group(1), int(m.group(2))
+            if tag == "P":
+                self.runner.remote_pid = n
+            elif tag == "B":
+                si, _, cmd = self.items[n]
+                self.begin[n] = time.monotonic()
+                self.running = n
+                self.deadline = self.begin[n] + (cmd.timeout or self.runner.host.command_timeout)
+                self.runner._step_started(self.planned[si], self.results[si])
+            elif tag == "E":
+                self.end[n] = time.monotonic()
+                self.running = None
+            elif tag == "G":
+                stop = self.runner.stop is not None and self.runner.stop.is_set()
+                self.gate = "stop" if stop else "go"
+                self.runner.gates.append(self.gate)
+                reply = self.gate + "\n"
+        return reply
+
+    def tick(self):
+        if self.running is not None and time.monotonic() > self.deadline:
+            self.timed_out = self.running
+            return False
+        return True
+
+
 class Runner:
     """Runs PlannedSteps on one connected host."""
 
     def __init__(self, transport, host, emit, secrets=(), stop=None):
         self.transport = transport
-        self.stop = stop          # threading.Event: Ctrl-C/SIGTERM; checked between sessions only
+        self.stop = stop          # threading.Event: Ctrl-C/SIGTERM; honoured between sessions and at gates
         self.host = host
         self.emit = emit
         self.secrets = set(secrets)  # every secret value seen in this host's commands
         self.facts = {}
         self.executed = []   # masked renderings, in order: the proof that plan == execution
+        self.gates = []      # every gate answer given, in order ("go" means: the switch may have run)
+        self.remote_pid = None
 
     def run(self, planned_steps, interruptible=False):
         """Run the steps in order; stop at the first failing command.
 
-        With `interruptible`, a stop request (Ctrl-C) is honoured before each session starts,
-        never inside one: the step that was about to start is marked "interrupted".
+        With `interruptible`, a stop request (Ctrl-C) is honoured before each session starts;
+        the step that was about to start is marked "interrupted". Gated commands (the switch)
+        are refused once a stop was requested, whatever `interruptible` says: their step is
+        "interrupted" too.
 
-        Returns the StepResults (failed step last). Raises TransportError if the host is lost;
-        the results so far are on the exception (`.results`).
+        Returns the StepResults (failed step last). Raises SessionLost / TransportError if the
+        host is lost; the results so far (every command that finished) are on the exception
+        (`.results`).
         """
         results = [StepResult(s.name, s.kind) for s in planned_steps]
         for s in planned_steps:
@@ -91,8 +167,7 @@ class Runner:
             while i < len(items):
                 si, ci, cmd = items[i]
                 if interruptible and self.stop is not None and self.stop.is_set():
-                    results[si].status = "interrupted"
-                    self.emit({"type": "step", "host": self.host.name, "step": results[si].name, "result": results[si]})
+                    self._interrupted(planned_steps[si], results[si])
                     break
                 if _own_session(cmd):
                     ok = self._run_single(planned_steps, results, si, cmd)
@@ -107,6 +182,9 @@ class Runner:
                     break
         except TransportError as exc:
             exc.results = results
+            for r in results:
+                if r.status == "pending":
+                    r.status = "skipped"
             raise
         for r in results:
             if r.status == "pending":
@@ -125,7 +203,8 @@ class Runner:
             try:
                 # rsync's -e program (deploy/rsh.py) finds this host's SSH connection here.
                 env = {"DEPLOY_RSH_SOCKET": self.transport.rsh_socket()}
-                out, err, code = run_local(cmd.render(reveal=True), timeout=self.host.command_timeout, env=env)
+                out, err, code = self.transport.run_local(cmd.render(reveal=True),
+                                                          timeout=cmd.timeout or self.host.command_timeout, env=env)
                 out = out + err
                 if code != 0:
                     out += self.transport.rsh_errors()
@@ -147,70 +226,74 @@ class Runner:
 
     # -- a run of remote commands as one script
     def _run_batch(self, planned, results, items):
-        parts = []
-        for n, (si, ci, cmd) in enumerate(items):
-            ok = "|".join(str(c) for c in cmd.ok_codes)
-            parts.append(f"printf '\\036B {n}\\n'; ( {cmd.render(reveal=True)}\n) </dev/null 2>&1; __rc=$?;"
-                         f" printf '\\n\\036E {n} %d\\n' $__rc; case $__rc in {ok}) ;; *) exit 0;; esac")
-        script = "\n".join(parts) + "\n"
-        state = {"buf": "", "begin": {}, "end": {}}
-
-        def started(n):
-            si, _, _ = items[n]
-            state["begin"][n] = time.monotonic()
-            self._step_started(planned[si], results[si])
-
-        def on_output(chunk):
-            # Live progress only; exit codes are taken from the complete output below.
-            state["buf"] += chunk
-            while "\n" in state["buf"]:
-                line, state["buf"] = state["buf"].split("\n", 1)
-                if line.startswith(MARK + "B "):
-                    started(int(line[3:]))
-                elif line.startswith(MARK + "E "):
-                    state["end"][int(line.split()[1])] = time.monotonic()
-
-        timed_out = None
+        commands = [cmd for _, _, cmd in items]
+        watch = _Watch(self, planned, results, items)
+        self.remote_pid = None
         t0 = time.monotonic()
         try:
-            out, err, _ = self.transport.run(script, timeout=self.host.command_timeout, on_output=on_output)
-        except CommandTimeout as exc:
-            out, err, timed_out = "", "", str(exc)
-        except TransportError as exc:
-            out, err = "", ""
-            self._record_batch(planned, results, items, "", t0, state, lost=str(exc))
+            session = self.transport.run(batch_script(commands), on_output=watch.output, tick=watch.tick,
+                                         keep_stdin=any(getattr(c, "gate", False) for c in commands))
+        except SessionLost as exc:
+            self._record_batch(planned, results, items, exc.output, t0, watch, unfinished=str(exc))
             raise
-        return self._record_batch(planned, results, items, out + err, t0, state, timed_out=timed_out)
+        if session.aborted:
+            limit = items[watch.timed_out][2].timeout or self.host.command_timeout
+            self._kill_remote()
+            self._record_batch(planned, results, items, session.output, t0, watch,
+                               unfinished=f"timed out after {limit}s (the command's timeout); stopped on the host")
+            return False
+        return self._record_batch(planned, results, items, session.output + session.stderr, t0, watch)
 
-    def _record_batch(self, planned, results, items, out, t0, times, timed_out=None, lost=None):
+    def _kill_remote(self):
+        """End what is left of an abandoned session: its whole process group (sudo for what
+        runs as root under a non-root login, where sudoers allows kill)."""
+        if not self.remote_pid:
+            return
+        pg = f"-{int(self.remote_pid)}"
+        script = (f"kill -TERM -- {pg} 2>/dev/null || sudo -n kill -TERM -- {pg} 2>/dev/null; sleep 1;"
+                  f" kill -KILL -- {pg} 2>/dev/null || sudo -n kill -KILL -- {pg} 2>/dev/null; true")
+        try:
+            self.transport.run(script)
+        except TransportError:
+            pass
+
+    def _record_batch(self, planned, results, items, out, t0, watch, unfinished=None):
+        """Turn a session's output into results. `unfinished`: why the session ended early (the
+        command that began and never ended gets exit code None with that reason)."""
         now = time.monotonic()
         pos = 0
         for n, (si, ci, cmd) in enumerate(items):
             step, res = planned[si], results[si]
+            stopped = out.find(f"{MARK}X {n}\n", pos)
             begin = out.find(f"{MARK}B {n}\n", pos)
+            if stopped >= 0 and (begin < 0 or stopped < begin):
+                self._interrupted(step, res)
+                return False
             if begin < 0:
-                # Never started: the session ended before it (timeout, lost connection, or an
-                # earlier command failed and the script stopped, which was recorded already).
-                if (n == 0 or timed_out or lost) and n == self._first_unfinished(out, len(items)):
-                    self._unfinished(step, res, cmd, timed_out or lost or "")
+                # Never started: the session ended before it (timeout, lost connection, or the
+                # login shell failed). An earlier failed command returned above already.
+                self._unfinished(step, res, cmd, unfinished or
+                                 "the session ended before this command began: " + out.strip()[-300:])
                 return False
             start = begin + len(f"{MARK}B {n}\n")
-            m = _END.search(out, start)
-            if not m or int(m.group(1)) != n:
+            m = re.compile(r"\n?\x1eE " + str(n) + r" (-?\d+)\n").search(out, start)
+            if not m:
                 # Started but its end marker never came: the session ended while it ran.
-                self._unfinished(step, res, cmd, out[start:] + "\n" + (timed_out or lost or "session ended"))
+                self._unfinished(step, res, cmd, out[start:] + "\n" + (unfinished or "session ended"))
                 return False
             output = out[start:m.start()]
-            code = int(m.group(2))
+            code = int(m.group(1))
             pos = m.end()
             self._step_started(step, res)
-            began, ended = times["begin"].get(n, t0), times["end"].get(n, now)
-            if getattr(res, "_t0", None) is None or res.status == "running" and ci == 0:
-                res._t0 = began
+            began, ended = watch.begin.get(n, t0), watch.end.get(n, now)
             cr = self._record(step, res, cmd, code, output, max(0.0, ended - began))
             if not self._after_command(step, res, cr, last=ci == len(step.commands) - 1, now=ended):
                 return False
         return True
+
+    def _interrupted(self, step, res):
+        res.status = "interrupted"
+        self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
 
     def _unfinished(self, step, res, cmd, output):
         """Record a command that did not finish (exit code None) and fail its step."""
@@ -218,12 +301,6 @@ class Runner:
         self._record(step, res, cmd, None, output.strip(), 0.0)
         res.status = "failed"
         self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
-
-    def _first_unfinished(self, out, count):
-        for n in range(count):
-            if f"{MARK}E {n} " not in out:
-                return n
-        return count
 
     def _step_started(self, step, res):
         if res.status == "pending":

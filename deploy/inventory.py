@@ -15,7 +15,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HOST_KEY_POLICIES = ("strict", "accept-new")
 
 HOST_KEYS = {"address", "port", "user", "key", "known_hosts", "host_key_policy", "deploy_path",
-             "web_user", "fpm", "health_url", "php", "connect_timeout", "command_timeout", "env"}
+             "web_user", "fpm", "health_url", "php", "connect_timeout", "command_timeout", "stall_timeout", "env"}
 FPM_KEYS = {"socket", "reload", "file_cache"}
 
 
@@ -42,6 +42,7 @@ class Host:
     php: str = "php"
     connect_timeout: int = 10
     command_timeout: int = 600
+    stall_timeout: int = 15
     env: dict = field(default_factory=dict, hash=False, compare=False)  # for run steps; see envvars
     source: str = ""               # "file:line", for messages
 
@@ -217,6 +218,7 @@ def _build_host(name, host, defaults, file, line):
         php=_pick("php", host, defaults, "string", "php"),
         connect_timeout=_pick("connect_timeout", host, defaults, "integer", 10, minimum=1),
         command_timeout=_pick("command_timeout", host, defaults, "integer", 600, minimum=1),
+        stall_timeout=_pick("stall_timeout", host, defaults, "integer", 15, minimum=1),
         env={**envvars.parse(defaults.section("env")), **envvars.parse(host.section("env"))},
         source=f"{file}:{line}",
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from . import plan as planner
 from .context import StepContext
 from .executor import Runner
-from .transport import Transport, TransportError
+from .transport import HostKeyError, SessionLost, Transport, TransportError
 
 DEPLOYED = "deployed"
 ROLLED_BACK = "rolled back"
@@ -38,7 +38,7 @@ class HostResult:
     steps: list = field(default_factory=list)        # StepResults, in run order (rollback steps too)
     actions: list = field(default_factory=list)      # remediation / rollback actions, with reasons
     executed: list = field(default_factory=list)     # masked commands actually run
-    switched: bool = False
+    switched: bool | None = False   # None: unknown (told to switch, never heard back)
     duration: float = 0.0
     activated_to_verified: float | None = None
     rsync_files: int | None = None
@@ -136,11 +136,12 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
         _deploy(host, pipeline, release, operator, runner, result,
                 steps or planner.deploy(host, pipeline, release, operator))
     except TransportError as exc:
+        # Lost outside the body session (prepare, rsync, a rollback session): the body's own
+        # loss is handled in _deploy, which knows what was switched.
         result.steps.extend(getattr(exc, "results", []))
-        result.state = NEEDS_HUMAN if result.switched else UNREACHABLE
-        result.message = f"{exc} ({'after' if result.switched else 'before'} the switch of current)"
+        _lost(result, release, exc)
     except Exception as exc:  # a bug must not take the other hosts down with it
-        result.state = NEEDS_HUMAN if result.switched else FAILED
+        result.state = FAILED if result.switched is False else NEEDS_HUMAN
         result.message = f"internal error: {type(exc).__name__}: {exc}"
         _run_quiet(runner, [planner.unlock_step(host, pipeline, release, operator)])
     finally:
@@ -172,7 +173,11 @@ def _deploy(host, pipeline, release, operator, runner, result, steps):
 
     # finalize rides in the same session as the body: the script stops at the first failure,
     # so it only runs when every step (verify included) passed. One session less per host.
-    res = runner.run(body + [finalize], interruptible=True)
+    lost = None
+    try:
+        res = runner.run(body + [finalize], interruptible=True)
+    except SessionLost as exc:
+        res, lost = exc.results, exc
     finalized = res.pop()
     result.steps.extend(res)
     activate_index = next(i for i, s in enumerate(body) if s.kind == "activate")
@@ -180,13 +185,29 @@ def _deploy(host, pipeline, release, operator, runner, result, steps):
         # In place, the live tree changes as soon as sync starts writing into it.
         sync_index = next(i for i, s in enumerate(body) if s.kind == "sync")
         result.switched = bool(res[sync_index].commands)  # rsync ran: the live tree may have changed
+    elif res[activate_index].status == "ok":
+        result.switched = True
+    elif "go" in runner.gates:
+        result.switched = None   # told to switch, never heard back: only the host can say
     else:
-        result.switched = res[activate_index].status == "ok"
+        result.switched = False
+    if lost is not None:
+        if not _reconnect(runner):
+            _lost(result, release, lost)
+            return
+        # Back on the host: end what is left of the cut-off session, then ask the host itself
+        # whether current moved before anything is removed or switched.
+        runner._kill_remote()
+        if pipeline.strategy != "in-place":
+            result.switched = _live_release(runner, host) == release
     if any(r.status == "interrupted" for r in res) and not result.switched:
-        result.steps.extend(runner.run(planner.discard(host, pipeline, release, operator, "interrupted")))
-        result.state = UNTOUCHED
-        result.message = "interrupted before the switch: the new release was removed, the live one never changed"
-        return
+        discarded = runner.run(planner.discard(host, pipeline, release, operator, "interrupted"))
+        result.steps.extend(discarded)
+        if not _is_live(discarded):
+            result.state = UNTOUCHED
+            result.message = "interrupted before the switch: the new release was removed, the live one never changed"
+            return
+        result.switched = True
     failed_step = next((r for r in res if r.status in ("failed", "interrupted")), None)
     if failed_step is None and finalized.status != "ok":
         # Everything verified, only the bookkeeping (prune/history/unlock) was cut off: redo it.
@@ -195,14 +216,22 @@ def _deploy(host, pipeline, release, operator, runner, result, steps):
         result.activated_to_verified = _activated_at(res, activate_index)
         result.steps.append(finalized)
         result.state = DEPLOYED
+        if lost is not None:
+            result.message = f"{lost}; reconnected: the release was already verified"
         return
     reason = _failure_text(failed_step)
+    if lost is not None:
+        reason = f"{reason} ({lost}; reconnected)"
     if not result.switched:
-        result.steps.extend(runner.run(planner.discard(host, pipeline, release, operator, reason)))
-        result.state = FAILED_BEFORE_SWITCH
-        result.message = reason
-        return
-    if pipeline.remediate and failed_step.kind in ("verify", "opcache_reset", "fpm_reload"):
+        discarded = runner.run(planner.discard(host, pipeline, release, operator, reason))
+        result.steps.extend(discarded)
+        if not _is_live(discarded):
+            result.state = FAILED_BEFORE_SWITCH
+            result.message = reason
+            return
+        # The host says the new release is live after all: handle it as a failure after the switch.
+        result.switched = True
+    if pipeline.remediate and lost is None and failed_step.kind in ("verify", "opcache_reset", "fpm_reload"):
         # Heal the known causes of "the old code still runs" before giving up on this release.
         from . import remediate
         t_heal = time.monotonic()
@@ -229,9 +258,11 @@ def _deploy(host, pipeline, release, operator, runner, result, steps):
         _needs_human_record(runner, host, pipeline, release, operator, result.message)
         return
     result.actions.append({"action": "rollback", "to": result.previous, "why": reason})
+    result.switched = None  # until the rollback ends, current is one of the two: see deploy_host
     rb = runner.run(planner.rollback(host, pipeline, result.previous, operator, failed=release, reason=reason,
                                      action="auto-rollback"))
     result.steps.extend(rb)
+    result.switched = True
     failed_rb = next((r for r in rb if r.status == "failed"), None)
     if failed_rb:
         result.state = NEEDS_HUMAN
@@ -240,6 +271,51 @@ def _deploy(host, pipeline, release, operator, runner, result, steps):
     else:
         result.state = ROLLED_BACK
         result.message = f"{reason}; rolled back to {result.previous}"
+
+
+def _is_live(discard_results):
+    """Did the host refuse to remove the release because current points to it?"""
+    failed = discard_results[0].failed_command if discard_results else None
+    return bool(failed and failed.exit_code == planner.IS_LIVE_EXIT)
+
+
+def _reconnect(runner):
+    """A new connection after a lost one, tried for up to connect_timeout seconds (a host that
+    blinked, an sshd restarted by its supervisor). True when it worked."""
+    deadline = time.monotonic() + runner.host.connect_timeout
+    while True:
+        try:
+            runner.transport.reconnect()
+            return True
+        except HostKeyError:
+            return False   # never retried: a changed key is not a blip
+        except TransportError:
+            if time.monotonic() + 1 > deadline:
+                return False
+            time.sleep(1)
+
+
+def _live_release(runner, host):
+    """The release current points to, read from the host (None when there is none)."""
+    ctx = StepContext(host, None, "-")
+    cmd = ctx.cmd("readlink {} || true", ctx.paths.current, capture="live", desc="read the live release")
+    runner.run([planner.PlannedStep("observe", "observe", [cmd])])
+    return _release_of(runner.facts.get("live"))
+
+
+def _lost(result, release, exc):
+    """The connection is gone and does not come back: say exactly what is known."""
+    hint = f"check with `fab releases --host {result.host}`; its lock stays until `fab unlock --host {result.host}`"
+    if result.switched:
+        result.state = NEEDS_HUMAN
+        result.message = f"{exc} after the switch of current: {release} is live but NOT verified; {hint}"
+    elif result.switched is None:
+        result.state = NEEDS_HUMAN
+        result.message = (f"{exc} while current was being switched: it may point to {release} or still to "
+                          f"{result.previous or 'nothing'}; {hint}")
+    else:
+        result.state = UNREACHABLE
+        result.message = f"{exc} (before the switch of current: the live release never changed); {hint}"
 
 
 def _needs_human_record(runner, host, pipeline, release, operator, message, action="deploy"):
@@ -397,22 +473,43 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
         if dry_run:
             result.state = PLANNED
             return result, steps
-        res = runner.run(steps)
+        lost = None
+        try:
+            res = runner.run(steps)
+        except SessionLost as exc:
+            res, lost = exc.results, exc
         result.steps.extend(res)
         first = res[0]
         if first.status == "failed" and first.failed_command and first.failed_command.exit_code == planner.LOCKED_EXIT:
             result.state, result.message = LOCKED, "deploy lock is held: " + _lock_text(first.failed_command.output,
                                                                                         pipeline.lock_stale_after, host.name)
             return result, steps
+        activate = next(i for i, s in enumerate(steps) if s.kind == "activate")
+        if res[activate].status == "ok":
+            result.switched = True
+        else:
+            result.switched = None if "go" in runner.gates else False
+        if lost is not None:
+            if not _reconnect(runner):
+                _lost(result, target, lost)
+                return result, steps
+            runner._kill_remote()
+            if pipeline is None or pipeline.strategy != "in-place":
+                result.switched = _live_release(runner, host) == target
+            if result.switched:
+                # The switch happened: finish the rollback's own steps (reset, reload, verify, history).
+                k = max(i for i, r in enumerate(res) if r.status == "ok") + 1
+                again = runner.run(steps[k:])
+                result.steps.extend(again)
+                res = res[:k] + again
         failed_step = next((r for r in res if r.status == "failed"), None)
-        result.switched = any(r.kind == "activate" and r.status == "ok" for r in res)
         if failed_step:
             if not result.switched:
                 _run_quiet(runner, [planner.unlock_step(host, pipeline, target, operator)])
                 result.state = FAILED
             else:
                 result.state = NEEDS_HUMAN
-            result.message = _failure_text(failed_step)
+            result.message = _failure_text(failed_step) + (f" ({lost}; reconnected)" if lost else "")
             if result.state == NEEDS_HUMAN:
                 _needs_human_record(runner, host, pipeline, target, operator, result.message, action="rollback")
         else:
@@ -420,8 +517,7 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
             result.message = f"now serving {target} (was {state['current']})"
         return result, steps
     except TransportError as exc:
-        result.state = NEEDS_HUMAN if result.switched else UNREACHABLE
-        result.message = str(exc)
+        _lost(result, result.release, exc)
         return result, steps
     finally:
         transport.close()

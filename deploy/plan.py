@@ -16,6 +16,7 @@ from .errors import ConfigError
 
 LOCKED_EXIT = 75       # prepare: the deploy lock is held by someone else
 ALREADY_LIVE_EXIT = 76  # prepare: the release id asked for is already the live release
+IS_LIVE_EXIT = 77       # discard: the release to remove is the one current points to (never removed)
 
 
 @dataclass
@@ -143,7 +144,7 @@ def restore_snapshot(ctx):
     p, root = ctx.paths, ctx.host.deploy_path
     snap = p.snapshots + "/" + ctx.release
     template = "test -f {} && rsync -a --delete" + " --exclude={}" * len(IN_PLACE_KEEP) + " {} {}"
-    return ctx.cmd(template, snap + "/RELEASE", *IN_PLACE_KEEP, snap + "/", root + "/",
+    return ctx.cmd(template, snap + "/RELEASE", *IN_PLACE_KEEP, snap + "/", root + "/", gate=True,
                    desc=f"restore the snapshot of {ctx.release}")
 
 
@@ -198,7 +199,12 @@ def discard(host, pipeline, release, operator, reason):
     """A step failed before activation: drop the half-built release, the live one was never touched."""
     ctx = StepContext(host=host, pipeline=pipeline, release=release)
     # In place the "release dir" is the live tree: never remove it (nothing was built aside).
-    remove = [] if ctx.in_place else [ctx.cmd("rm -rf {}", ctx.release_dir, desc="remove the half-built release")]
+    # The host decides, in the same command: a release that current points to is never removed,
+    # whatever the tool believes happened (a session cut off after the switch, for one).
+    remove = [] if ctx.in_place else [ctx.cmd(
+        "if [ \"$(readlink {} 2>/dev/null)\" = {} ]; then echo 'release '{}' is live: not removed'; exit "
+        + str(IS_LIVE_EXIT) + "; fi; rm -rf {}",
+        ctx.paths.current, "releases/" + release, release, ctx.release_dir, desc="remove the half-built release")]
     return [PlannedStep("discard", "discard", remove + [
         append_history(ctx, {"action": "deploy", "release": release, "state": "failed before switch",
                               "reason": reason, "by": operator.token}),

@@ -10,10 +10,12 @@ import hashlib
 import os
 import socket
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 
 import paramiko
 from fabric import Config, Connection
@@ -33,8 +35,69 @@ class HostKeyError(TransportError):
     pass
 
 
+class SessionLost(TransportError):
+    """The connection died (or the host stopped answering) while a session ran. `output` is
+    what the session had printed by then."""
+
+    def __init__(self, message, output=""):
+        super().__init__(message)
+        self.output = output
+
+
 class CommandTimeout(DeployError):
-    pass
+    """A local command (rsync) ran past its timeout."""
+
+
+@dataclass
+class Session:
+    output: str
+    stderr: str
+    exit_code: int | None
+    aborted: bool = False
+
+
+# Seconds of silence after which the host is asked for a reply (an SSH global request, which
+# every server must answer, with success or failure).
+STALL_PING = 5.0
+
+
+class _Liveness:
+    """Is the host still there while a session is silent? paramiko's own keepalive asks for no
+    reply, so it cannot tell a frozen host from a quiet command; this one asks for a reply."""
+
+    def __init__(self, transport, stall_timeout):
+        self.transport = transport
+        self.stall_timeout = stall_timeout
+        self.last = time.monotonic()
+        self.asked = None
+        self.event = None
+
+    def heard(self):
+        self.last = time.monotonic()
+        self.asked = None
+
+    def lost(self):
+        now = time.monotonic()
+        if self.asked is not None:
+            if self.event.is_set():
+                self.heard()
+                return False
+            return now - self.asked > self.stall_timeout
+        if now - self.last >= min(STALL_PING, self.stall_timeout):
+            self._ask()
+            self.asked = now
+        return False
+
+    def _ask(self):
+        # Transport.global_request(wait=True) would block without a timeout: send the same
+        # message ourselves and look at paramiko's completion event from the read loop.
+        self.event = threading.Event()
+        self.transport.completion_event = self.event
+        m = paramiko.Message()
+        m.add_byte(paramiko.common.cMSG_GLOBAL_REQUEST)
+        m.add_string("keepalive@openssh.com")
+        m.add_boolean(True)
+        self.transport._send_user_message(m)
 
 
 class _AcceptNew(paramiko.MissingHostKeyPolicy):
@@ -119,53 +182,110 @@ class Transport:
         except (OSError, EOFError) as exc:
             client.close()
             raise TransportError(f"SSH to {name} failed: {exc}") from None
-        conn.transport.set_keepalive(15)
         self.conn = conn
         return self
 
-    def run(self, script, timeout=None, on_output=None):
-        """Run a shell script in one session. Returns (stdout, stderr, exit_code).
+    def run(self, script, on_output=None, tick=None, keep_stdin=False):
+        """Run a shell script in one session. Returns a Session (output, exit code, aborted).
+
+        on_output(text): called with each decoded chunk; it may return text to send to the
+        script's stdin (the switch gate's answer, see executor.py). keep_stdin: leave stdin open
+        for such answers (otherwise it is closed at once: commands never wait for input).
+        tick(): called at least twice a second; returning False aborts the session (a command
+        ran past its timeout); the executor then kills what is left of it on the host.
+
+        A host that stops answering is noticed by asking it for a reply every STALL_PING s of
+        silence: no reply within host.stall_timeout raises SessionLost, like a dropped
+        connection. Either way the exception carries the output received so far, so the caller
+        learns which commands finished (the switch of current among them).
 
         A bare channel on Fabric's connection rather than Connection.run: invoke's runner polls
         every 10 ms with two reader threads per session, which cost CPU per host for as long as
         a command runs (measured in bench/: half the tool's CPU per host at 32 hosts).
         """
-        deadline = time.monotonic() + timeout if timeout else None
         out, err = [], []
         decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        liveness = _Liveness(self.conn.client.get_transport(), self.host.stall_timeout)
+        aborted = False
         try:
             chan = self.conn.client.get_transport().open_session(timeout=self.host.connect_timeout)
             try:
                 chan.settimeout(0.5)
                 chan.exec_command(script)
-                chan.shutdown_write()  # no stdin: commands must never wait for input
+                if not keep_stdin:
+                    chan.shutdown_write()  # no stdin: commands must never wait for input
                 while True:
                     while chan.recv_stderr_ready():
                         err.append(chan.recv_stderr(65536))
+                        liveness.heard()
                     try:
                         data = chan.recv(65536)
                     except socket.timeout:
                         data = None
                     if data:
+                        liveness.heard()
                         text = decode.decode(data)
                         out.append(text)
-                        if on_output and text:
-                            on_output(text)
+                        reply = on_output(text) if on_output and text else None
+                        if reply is not None:
+                            chan.sendall(reply.encode())
                     elif data == b"":
                         break  # EOF: the script ended (or the connection did)
-                    if deadline and time.monotonic() > deadline:
-                        raise CommandTimeout(f"timed out after {timeout}s")
+                    if tick is not None and tick() is False:
+                        aborted = True
+                        break
+                    if liveness.lost():
+                        raise SessionLost(f"{self.host.name} stopped answering (no reply for "
+                                          f"{self.host.stall_timeout}s)", "".join(out))
+                if aborted:
+                    return Session("".join(out), b"".join(err).decode(errors="replace"), None, aborted=True)
                 out.append(decode.decode(b"", final=True))
                 while chan.recv_stderr_ready():
                     err.append(chan.recv_stderr(65536))
                 code = chan.recv_exit_status()
             finally:
                 chan.close()
+        except SessionLost:
+            raise
         except (OSError, EOFError, paramiko.SSHException) as exc:
-            raise TransportError(f"connection to {self.host.name} lost: {exc}") from None
+            raise SessionLost(f"connection to {self.host.name} lost: {exc}", "".join(out)) from None
         if code == -1 and not self.conn.transport.is_active():
-            raise TransportError(f"connection to {self.host.name} lost while a command ran")
-        return "".join(out), b"".join(err).decode(errors="replace"), code
+            raise SessionLost(f"connection to {self.host.name} lost while a command ran", "".join(out))
+        return Session("".join(out), b"".join(err).decode(errors="replace"), code)
+
+    def alive(self):
+        return self.conn is not None and self.conn.transport is not None and self.conn.transport.is_active()
+
+    def reconnect(self):
+        """A new connection after a lost one (same checks: host key, timeouts). Raises
+        TransportError when the host still cannot be reached."""
+        self.close()
+        return self.connect()
+
+    def run_local(self, command, timeout=None, env=None):
+        """Run a local command that talks to this host through the connection (rsync over
+        deploy/rsh.py). Returns (stdout, stderr, exit_code).
+
+        Its own process group: a Ctrl-C in the terminal reaches the tool, which decides, and
+        not rsync, which would die half-way. A host that stops answering ends it like a
+        remote session (SessionLost), instead of a hang until the timeout.
+        """
+        proc = subprocess.Popen(["bash", "-c", command], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})}, start_new_session=True)
+        deadline = time.monotonic() + timeout if timeout else None
+        liveness = _Liveness(self.conn.client.get_transport(), self.host.stall_timeout)
+        while True:
+            try:
+                out, err = proc.communicate(timeout=0.5)
+                return out, err, proc.returncode
+            except subprocess.TimeoutExpired:
+                pass
+            if deadline and time.monotonic() > deadline:
+                _kill_group(proc)
+                raise CommandTimeout(f"timed out after {timeout}s")
+            if liveness.lost() or not self.alive():
+                _kill_group(proc)
+                raise SessionLost(f"{self.host.name} stopped answering (no reply for {self.host.stall_timeout}s)")
 
     def rsh_socket(self):
         """The unix socket through which deploy/rsh.py (rsync's -e) reaches this connection."""
@@ -279,6 +399,18 @@ class RshBridge:
     def close(self):
         self.server.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _kill_group(proc):
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, None)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.communicate(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def run_local(command, timeout=None, env=None):

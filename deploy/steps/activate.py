@@ -21,4 +21,4 @@ def plan(settings, ctx):
     # RELEASE marks the build complete (and tells the app its id); then the switch.
     return [ctx.cmd("test -d {} && printf '%s\\n' {} > {} && ln -sfn {} {} && mv -fT {} {}",
                     ctx.release_dir, ctx.release, ctx.release_dir + "/RELEASE", "releases/" + ctx.release, tmp, tmp,
-                    p.current, desc=f"switch current to {ctx.release}")]
+                    p.current, gate=True, desc=f"switch current to {ctx.release}")]

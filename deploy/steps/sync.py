@@ -55,7 +55,10 @@ def plan(settings, ctx):
             ctx.cmd("printf '%s\\n' {} > {} && mv -f {} {}", ctx.release, ctx.release_dir + "/RELEASE.tmp",
                     ctx.release_dir + "/RELEASE.tmp", ctx.release_dir + "/RELEASE", desc="record the release id"),
         ]
-    template = ("rsync --archive --no-owner --no-group --delete --secluded-args --stats"
+    # --checksum: a file whose content changed but whose size and mtime did not (a same-size
+    # edit, builds that normalise mtimes: git archive, zip artifacts) must not be hard-linked
+    # from the live release. Costs one read of both trees (docs/benchmark.md).
+    template = ("rsync --archive --no-owner --no-group --delete --secluded-args --stats --checksum"
                 " --chmod=go-w,Dgo+rx,Fgo+r --link-dest={}" + " --exclude={}" * len(excludes) + " -e {} {} {}")
     args = [ctx.paths.current + "/", *excludes, ssh_command(host), source, remote_spec(host, ctx.release_dir)]
     # RELEASE is written by activate, when the build is complete: a release dir without it is
