@@ -5,7 +5,7 @@ masked rendering. Secrets render as *** everywhere except in the string actually
 """
 
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 MASK = "***"
 SHELL_SYNTAX = ("&&", "||", ";", "|", ">", "<", "$(", "`", "\n")
@@ -51,7 +51,27 @@ class Raw:
         return hash(("raw", self.text))
 
 
+class Program:
+    """The text of a program from deploy/remote/, passed to `sh -c` as one quoted word.
+
+    Plans print its label (its path in the repository and its hash) instead of its text."""
+
+    __slots__ = ("text", "label")
+
+    def __init__(self, text, label):
+        self.text = text
+        self.label = label
+
+    def __eq__(self, other):
+        return isinstance(other, Program) and other.text == self.text
+
+    def __hash__(self):
+        return hash(("program", self.text))
+
+
 def quote(value, reveal):
+    if isinstance(value, Program):
+        return shlex.quote(value.text) if reveal else f"<{value.label}>"
     if isinstance(value, Secret):
         return shlex.quote(value.value) if reveal else MASK
     if isinstance(value, Raw):
@@ -105,29 +125,6 @@ class Command:
     @property
     def secrets(self):
         return [a.value for a in self.args if isinstance(a, Secret)]
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A file from this package copied to the host over the existing SSH connection (SFTP)."""
-
-    local_path: str
-    remote_path: str
-    mode: int = 0o644
-    desc: str = ""
-    local: bool = field(default=False, init=False)
-    ok_codes: tuple = field(default=(0,), init=False)
-    capture: None = field(default=None, init=False)
-
-    def render(self, reveal=False):
-        return f"put {self.local_path} {shlex.quote(self.remote_path)} (mode {self.mode:04o})"
-
-    def __str__(self):
-        return self.render()
-
-    @property
-    def secrets(self):
-        return []
 
 
 def sh(template, *args, **kw):

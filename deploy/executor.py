@@ -20,9 +20,10 @@ connection is kept, so the caller knows which commands finished (the switch amon
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .commands import Upload, mask
+from . import remote
+from .commands import mask
+from .context import Paths
 from .transport import CommandTimeout, SessionLost, TransportError
 
 MARK = "\x1e"
@@ -59,8 +60,8 @@ class StepResult:
 
 
 def _own_session(cmd):
-    """Local commands (rsync) and uploads cannot ride in a remote shell script."""
-    return cmd.local or isinstance(cmd, Upload)
+    """Local commands (rsync) cannot ride in a remote shell script."""
+    return cmd.local
 
 
 def _tail(output, cmd):
@@ -140,6 +141,7 @@ class Runner:
         self.facts = {}
         self.executed = []   # masked renderings, in order: the proof that plan == execution
         self.gates = []      # every gate answer given, in order ("go" means: the switch may have run)
+        self.installed = []  # programs installed on the host by this runner (labels)
         self.remote_pid = None
 
     def run(self, planned_steps, interruptible=False):
@@ -191,25 +193,33 @@ class Runner:
                 r.status = "skipped"
         return results
 
-    # -- one local command or upload
+    def install(self, names):
+        """Install the tool's programs that the host lacks (see deploy/remote/); recorded in
+        `installed`, apart from `executed`: it depends on the host, the plan does not."""
+        if not names:
+            return
+        t0 = time.monotonic()
+        self.transport.install(remote.bin_dir(Paths(self.host.deploy_path)),
+                               {n: remote.local_path(n).read_bytes() for n in names})
+        self.installed.extend(remote.label(n) for n in names)
+        self.emit({"type": "message", "host": self.host.name,
+                   "text": f"installed {', '.join(names)} ({time.monotonic() - t0:.2f}s)"})
+
+    # -- one local command
     def _run_single(self, planned, results, si, cmd):
         step, res = planned[si], results[si]
         self._step_started(step, res)
         start = time.monotonic()
-        if isinstance(cmd, Upload):
-            self.transport.put(str(Path(__file__).parent.parent / cmd.local_path), cmd.remote_path, cmd.mode)
-            out, code = "", 0
-        else:
-            try:
-                # rsync's -e program (deploy/rsh.py) finds this host's SSH connection here.
-                env = {"DEPLOY_RSH_SOCKET": self.transport.rsh_socket()}
-                out, err, code = self.transport.run_local(cmd.render(reveal=True),
-                                                          timeout=cmd.timeout or self.host.command_timeout, env=env)
-                out = out + err
-                if code != 0:
-                    out += self.transport.rsh_errors()
-            except CommandTimeout as exc:
-                out, code = str(exc), None
+        try:
+            # rsync's -e program (deploy/rsh.py) finds this host's SSH connection here.
+            env = {"DEPLOY_RSH_SOCKET": self.transport.rsh_socket()}
+            out, err, code = self.transport.run_local(cmd.render(reveal=True),
+                                                      timeout=cmd.timeout or self.host.command_timeout, env=env)
+            out = out + err
+            if code != 0:
+                out += self.transport.rsh_errors()
+        except CommandTimeout as exc:
+            out, code = str(exc), None
         cr = self._record(step, res, cmd, code, out, time.monotonic() - start, local=True)
         return self._after_command(step, res, cr, last=cmd is step.commands[-1])
 

@@ -1,20 +1,13 @@
-"""Commands that talk to the PHP-FPM pool itself, through deploy/php/fpmctl.php on the host.
+"""Commands that talk to the PHP-FPM pool itself, through deploy/remote/fpmctl.php on the host.
 
 fpmctl.php is a small FastCGI client run with the host's php-cli: it sends requests to the
 pool's own socket, so OPCache resets and probes happen inside the pool, never in the CLI
 (FACTS: `php -r opcache_reset()` never reaches the pool).
 """
 
-from pathlib import Path
+from . import remote
 
-from .commands import Upload
-
-LOCAL_SCRIPT = Path(__file__).parent / "php" / "fpmctl.php"
-
-
-def upload(ctx):
-    return Upload(str(LOCAL_SCRIPT.relative_to(Path(__file__).parent.parent)), ctx.paths.fpmctl, 0o644,
-                  desc="install the FastCGI client used to reach the pool")
+LOCAL_SCRIPT = remote.local_path("fpmctl.php")
 
 
 def command(ctx, action, ok_codes=(0,), **flags):

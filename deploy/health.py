@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from . import fpmctl
 from .context import StepContext
 from .plan import PlannedStep
+from .transport import InstallError
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 _RANK = {PASS: 0, WARN: 1, FAIL: 2}
@@ -562,10 +563,11 @@ def gather(runner, host, pipeline, release=None, layout=None):
     runner.run([PlannedStep("health", "health", [cmd])])
     ev = parse(runner.facts.get("health", ""))
     if ev["layout"].get("deploy") == "ok" and ev["fpmctl_sha"] != _fpmctl_sha():
-        ctx = StepContext(host, pipeline, release or "-")
-        prep = ctx.cmd("mkdir -p {} && chmod 0755 {}", ctx.paths.meta + "/bin", ctx.paths.meta,
-                       desc="create the tool's dir on the host")
-        res = runner.run([PlannedStep("health", "health", [prep, fpmctl.upload(ctx), cmd])])
+        try:
+            runner.install(["fpmctl.php"])
+            res = runner.run([PlannedStep("health", "health", [cmd])])
+        except InstallError:
+            res = None
         if res and res[0].status == "ok":
             ev = parse(runner.facts.get("health", ""))
         else:

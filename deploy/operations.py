@@ -4,16 +4,16 @@ States (docs/commands.md): deployed, rolled back, failed before switch, unreacha
 needs human, untouched, planned.
 """
 
-import dataclasses
 import json
 import posixpath
 import time
 from dataclasses import dataclass, field
 
 from . import plan as planner
+from . import remote
 from .context import StepContext
 from .executor import Runner
-from .transport import HostKeyError, SessionLost, Transport, TransportError
+from .transport import HostKeyError, InstallError, SessionLost, Transport, TransportError
 
 DEPLOYED = "deployed"
 ROLLED_BACK = "rolled back"
@@ -38,6 +38,7 @@ class HostResult:
     steps: list = field(default_factory=list)        # StepResults, in run order (rollback steps too)
     actions: list = field(default_factory=list)      # remediation / rollback actions, with reasons
     executed: list = field(default_factory=list)     # masked commands actually run
+    installed: list = field(default_factory=list)    # the tool's programs installed on the host (labels)
     switched: bool | None = False   # None: unknown (told to switch, never heard back)
     duration: float = 0.0
     activated_to_verified: float | None = None
@@ -49,6 +50,7 @@ class HostResult:
             "message": self.message, "switched": self.switched, "duration": round(self.duration, 3),
             "activated_to_verified": None if self.activated_to_verified is None else round(self.activated_to_verified, 3),
             "rsync_files_transferred": self.rsync_files,
+            "installed": self.installed,
             "actions": self.actions,
             "steps": [{"name": s.name, "kind": s.kind, "status": s.status, "duration": round(s.duration, 3),
                        "commands": [{"command": c.command, "exit_code": c.exit_code, "duration": round(c.duration, 3),
@@ -147,6 +149,7 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     finally:
         transport.close()
         result.executed = runner.executed
+        result.installed = runner.installed
         result.duration += time.monotonic() - t_start
         result.rsync_files = _rsync_files(result.steps)
     emit({"type": "host_end", "host": host.name, "result": result})
@@ -170,6 +173,12 @@ def _deploy(host, pipeline, release, operator, runner, result, steps):
             result.state, result.message = FAILED_BEFORE_SWITCH, _failure_text(res[0])
         return
     result.previous = _release_of(runner.facts.get("previous"))
+    try:
+        runner.install(remote.missing(runner.facts.get("programs")))
+    except InstallError as exc:
+        result.steps.extend(runner.run(planner.discard(host, pipeline, release, operator, str(exc))))
+        result.state, result.message = FAILED_BEFORE_SWITCH, str(exc)
+        return
 
     # finalize rides in the same session as the body: the script stops at the first failure,
     # so it only runs when every step (verify included) passed. One session less per host.
@@ -377,31 +386,11 @@ def _run_quiet(runner, steps):
 
 # ---------------------------------------------------------------- state of a host
 
-STATE_SCRIPT = (
-    "cd {root} 2>/dev/null || {{ echo NOPATH; exit 0; }};"
-    " echo \"CURRENT $(readlink current)\";"
-    " for r in $(ls -1t releases 2>/dev/null); do"
-    " echo \"RELEASE $r $(stat -c %Y releases/$r) $(test -f releases/$r/RELEASE && echo complete || echo incomplete)\"; done;"
-    " for b in $(ls -1 .deploy/bad 2>/dev/null); do echo \"BAD $b $(head -c 200 .deploy/bad/$b | tr '\\n' ' ')\"; done;"
-    " if [ -f .deploy/lock/info ]; then echo \"LOCK $(tr '\\n' ' ' < .deploy/lock/info) AGE $(( $(date +%s) - $(stat -c %Y .deploy/lock) ))s\"; fi;"
-    " tail -n 20 .deploy/history.jsonl 2>/dev/null | sed 's/^/HISTORY /'"
-)
-
-
-# In place: the live id is in RELEASE and the "releases" are the snapshots of earlier trees.
-STATE_SCRIPT_IN_PLACE = (STATE_SCRIPT
-                         .replace("$(readlink current)", "$(cat RELEASE 2>/dev/null)")
-                         .replace("ls -1t releases", "ls -1t .deploy/snapshots")
-                         .replace("stat -c %Y releases/$r", "stat -c %Y .deploy/snapshots/$r")
-                         .replace("test -f releases/$r/RELEASE", "test -f .deploy/snapshots/$r/RELEASE"))
-
-
-def read_state(runner, host, pipeline):
+def read_state(runner, host, pipeline, extra=()):
     ctx = StepContext(host, pipeline, "-")
-    script = STATE_SCRIPT_IN_PLACE if ctx.in_place else STATE_SCRIPT
-    cmd = ctx.script(script, root=host.deploy_path, desc="read releases, current, bad marks, lock")
-    cmd = dataclasses.replace(cmd, capture="state")
-    res = runner.run([planner.PlannedStep("state", "state", [cmd])])
+    cmd = remote.run(ctx, "state.sh", host.deploy_path, "in-place" if ctx.in_place else "releases",
+                     capture="state", desc="read releases, current, bad marks, lock")
+    res = runner.run([planner.PlannedStep("state", "state", [cmd] + list(extra))])
     output = res[0].commands[0].output if res[0].commands else ""
     state = {"path": True, "current": None, "releases": [], "bad": {}, "lock": None, "history": []}
     for line in output.splitlines():
@@ -460,7 +449,7 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
     runner = Runner(transport, host, emit)
     steps = None
     try:
-        state = read_state(runner, host, pipeline)
+        state = read_state(runner, host, pipeline, extra=[remote.listing(StepContext(host, pipeline, "-"))])
         result.previous = state["current"]
         target, why = rollback_target(state, to)
         if not target:
@@ -473,6 +462,7 @@ def rollback_host(host, pipeline, operator, emit, to=None, dry_run=False, mark_b
         if dry_run:
             result.state = PLANNED
             return result, steps
+        runner.install(remote.missing(runner.facts.get("programs")))
         lost = None
         try:
             res = runner.run(steps)

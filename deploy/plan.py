@@ -7,10 +7,10 @@ import getpass
 import json
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from . import fpmctl
+from . import remote
 from .context import RELEASE_RE, StepContext
 from .errors import ConfigError
 
@@ -25,6 +25,7 @@ class PlannedStep:
     kind: str
     commands: list
     where: str = ""        # playbook file:line, for messages
+    notes: list = field(default_factory=list)  # what the plan shows besides commands (no effect)
 
     def rendered(self):
         return [c.render() for c in self.commands]
@@ -91,7 +92,6 @@ def lock(ctx, operator, action="deploy"):
     ])
 
 
-IN_PLACE_KEEP = ["/.deploy", "/storage", "/.env"]
 
 
 def prepare(ctx):
@@ -106,8 +106,8 @@ def prepare(ctx):
                 " exit " + str(ALREADY_LIVE_EXIT) + "; fi; rm -rf {}; fi; rm -f {}",
                 ctx.release_dir, p.current, "releases/" + ctx.release, ctx.release_dir, p.bad + "/" + ctx.release,
                 desc="remove a leftover build of this release id"),
-        fpmctl.upload(ctx),
-    ])
+        remote.listing(ctx),
+    ], notes=[remote.installed_note(ctx)])
 
 
 def prepare_in_place(ctx):
@@ -118,34 +118,19 @@ def prepare_in_place(ctx):
     files by rename, so the snapshot keeps the old content.
     """
     p, root = ctx.paths, ctx.host.deploy_path
-    excludes = IN_PLACE_KEEP + ["/bootstrap/cache/*.php"]
-    script = (
-        "if [ -f {release_file} ]; then prev=$(cat {release_file});"
-        " case \"$prev\" in ''|*[!A-Za-z0-9._-]*) prev=unknown;; esac;"
-        " rm -rf {tmp} && rsync -a --link-dest={root}/" + "".join(f" --exclude={{x{i}}}" for i in range(len(excludes)))
-        + " {root}/ {tmp}/ && mkdir -p {tmp}/bootstrap/cache"
-        " && {{ cp -p {root}/bootstrap/cache/*.php {tmp}/bootstrap/cache/ 2>/dev/null || true; }}"
-        " && rm -rf {snapshots}/\"$prev\" && mv {tmp} {snapshots}/\"$prev\" && echo \"snapshot of $prev taken\";"
-        " else echo 'nothing live yet: no snapshot'; fi"
-    )
-    values = {f"x{i}": x for i, x in enumerate(excludes)}
     return PlannedStep("prepare", "prepare", [
         ctx.cmd("mkdir -p {} {} {} && chmod 0755 {} && rm -f {}", p.bad, p.meta + "/bin", p.snapshots, p.meta,
                 p.bad + "/" + ctx.release, desc="create the metadata dirs; a redeployed id is no longer bad"),
         ctx.cmd("cat {} 2>/dev/null || true", root + "/RELEASE", capture="previous", desc="read the live release"),
-        ctx.script(script, release_file=root + "/RELEASE", tmp=p.snapshots + "/.tmp", root=root,
-                   snapshots=p.snapshots, desc="hard-link snapshot of the live tree", **values),
-        fpmctl.upload(ctx),
-    ])
+        remote.run(ctx, "snapshot.sh", "take", root, desc="hard-link snapshot of the live tree"),
+        remote.listing(ctx),
+    ], notes=[remote.installed_note(ctx)])
 
 
 def restore_snapshot(ctx):
     """In place, 'activate' for a rollback: put the snapshot's files back into the live tree."""
-    p, root = ctx.paths, ctx.host.deploy_path
-    snap = p.snapshots + "/" + ctx.release
-    template = "test -f {} && rsync -a --delete" + " --exclude={}" * len(IN_PLACE_KEEP) + " {} {}"
-    return ctx.cmd(template, snap + "/RELEASE", *IN_PLACE_KEEP, snap + "/", root + "/", gate=True,
-                   desc=f"restore the snapshot of {ctx.release}")
+    return remote.run(ctx, "snapshot.sh", "restore", ctx.host.deploy_path, ctx.release, gate=True,
+                      desc=f"restore the snapshot of {ctx.release}")
 
 
 def unlock(ctx, operator):
@@ -159,25 +144,11 @@ def unlock_step(host, pipeline, release, operator):
 
 
 def prune(ctx):
-    p = ctx.paths
     keep = ctx.pipeline.keep_releases
     if ctx.in_place:
-        # The live tree counts as one version: keep keep-1 snapshots.
-        return ctx.script(
-            "cd {snapshots} 2>/dev/null || exit 0; n=0; ls -1t | while IFS= read -r r; do n=$((n+1));"
-            " if [ $n -ge {keep} ]; then rm -rf -- \"$r\" && echo \"pruned snapshot $r\"; fi; done",
-            snapshots=p.snapshots, keep=str(keep), desc=f"keep the {keep - 1} newest snapshots")
-    # Newest first by mtime (ids may be git shas, which do not sort). Never the live release,
-    # and always keep the newest good release besides it: the rollback target.
-    script = (
-        "cd {releases} || exit 0; cur=$(readlink {current}); cur=${{cur##*/}}; n=0; good=;"
-        " ls -1t | while IFS= read -r r; do"
-        " [ \"$r\" = \"$cur\" ] && continue; n=$((n+1));"
-        " if [ $n -lt {keep} ]; then [ -e {bad}/\"$r\" ] || good=1; continue; fi;"
-        " if [ -z \"$good\" ] && [ ! -e {bad}/\"$r\" ]; then good=1; continue; fi;"
-        " rm -rf -- \"$r\" && rm -f -- {bad}/\"$r\" && echo \"pruned $r\"; done"
-    )
-    return ctx.script(script, releases=p.releases, current=p.current, keep=str(keep), bad=p.bad,
+        return remote.run(ctx, "prune.sh", "snapshots", ctx.host.deploy_path, str(keep),
+                          desc=f"keep the {keep - 1} newest snapshots")
+    return remote.run(ctx, "prune.sh", "releases", ctx.host.deploy_path, str(keep),
                       desc=f"keep the {keep} newest releases")
 
 
@@ -199,12 +170,9 @@ def discard(host, pipeline, release, operator, reason):
     """A step failed before activation: drop the half-built release, the live one was never touched."""
     ctx = StepContext(host=host, pipeline=pipeline, release=release)
     # In place the "release dir" is the live tree: never remove it (nothing was built aside).
-    # The host decides, in the same command: a release that current points to is never removed,
-    # whatever the tool believes happened (a session cut off after the switch, for one).
-    remove = [] if ctx.in_place else [ctx.cmd(
-        "if [ \"$(readlink {} 2>/dev/null)\" = {} ]; then echo 'release '{}' is live: not removed'; exit "
-        + str(IS_LIVE_EXIT) + "; fi; rm -rf {}",
-        ctx.paths.current, "releases/" + release, release, ctx.release_dir, desc="remove the half-built release")]
+    # discard.sh asks the host: the release current points to is never removed (IS_LIVE_EXIT).
+    remove = [] if ctx.in_place else [remote.run(ctx, "discard.sh", host.deploy_path, release,
+                                                 desc="remove the half-built release")]
     return [PlannedStep("discard", "discard", remove + [
         append_history(ctx, {"action": "deploy", "release": release, "state": "failed before switch",
                               "reason": reason, "by": operator.token}),
@@ -220,8 +188,7 @@ def rollback(host, pipeline, target, operator, failed=None, reason="", action="r
     if take_lock:
         steps.append(lock(ctx, operator, action))
         steps.append(PlannedStep("prepare", "prepare", [
-            ctx.cmd("mkdir -p {} {}", ctx.paths.bad, ctx.paths.meta + "/bin", desc="create the metadata dirs"),
-            fpmctl.upload(ctx)]))
+            ctx.cmd("mkdir -p {} {}", ctx.paths.bad, ctx.paths.meta + "/bin", desc="create the metadata dirs")]))
     if failed:
         steps.append(PlannedStep("mark bad", "mark", [
             ctx.cmd("mkdir -p {} && printf '%s\\n' {} > {}", ctx.paths.bad, reason or "failed verification",

@@ -161,6 +161,8 @@ class Reporter:
             for c in s.commands:
                 prefix = "local$ " if c.local else "$ "
                 print(f"   {prefix}{c.render()}", file=self.stream)
+            for note in s.notes:
+                print(f"   # {note}", file=self.stream)
         if extra:
             print(extra, file=self.stream)
         print(file=self.stream, flush=True)

@@ -1,4 +1,4 @@
-"""deploy/php/fpmctl.php against a real PHP-FPM pool.
+"""deploy/remote/fpmctl.php against a real PHP-FPM pool.
 
 Each test starts its own php-fpm master (one static worker, OPcache on, validate_timestamps=0,
 as in production) under /srv/fpmtest-<random>, never under /tmp: the pool user must be able to
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FPMCTL = REPO / "deploy" / "php" / "fpmctl.php"
+FPMCTL = REPO / "deploy" / "remote" / "fpmctl.php"
 FPM_BIN = shutil.which("php-fpm8.2") or shutil.which("php-fpm")
 PHP_BIN = shutil.which("php")
 POOL_USER = "www-data"

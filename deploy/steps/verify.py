@@ -1,29 +1,14 @@
-"""verify: HTTP check of the health URL on the host, retried for a bounded time.
+"""verify: HTTP check of the health URL on the host (deploy/remote/verify.sh), retried for a bounded time.
 
 With `expect_release` (default) the body must contain the release id: a 200 from the old code
 is not a success.
 """
 
-from .. import fpmctl
+from .. import fpmctl, remote
 from ..errors import ConfigError
 
 KIND = "verify"
 ON_ROLLBACK = True
-
-# POSIX sh, so it runs under whatever login shell the deploy user has. Bounded by a deadline,
-# not a count of tries: each curl may take up to its own --max-time.
-SCRIPT = (
-    "end=$(( $(date +%s) + {timeout} )); while :; do"
-    " code=$(curl -sS -o {body} -w '%{{http_code}}' --max-time {max_time} {url} 2>/dev/null);"
-    " if [ \"$code\" = {status} ]; then"
-    " if [ -z {expect} ] || grep -qF -- {expect} {body}; then"
-    " echo \"verified: HTTP $code from \"{url}; rm -f {body}; exit 0; fi;"
-    " why=\"HTTP $code but the body does not contain release \"{expect}; else why=\"HTTP $code, want \"{status}; fi;"
-    " if [ $(date +%s) -ge $end ]; then echo \"verify failed after {timeout}s: $why (\"{url}\")\";"
-    " head -c 300 {body} 2>/dev/null; echo; rm -f {body}; exit 1; fi;"
-    " sleep {interval}; done"
-)
-
 
 def parse(section):
     interval = section.get("interval", (int, float), 0.5)
@@ -44,10 +29,9 @@ def plan(settings, ctx):
     if not url:
         raise ConfigError(f"no URL to verify for host '{ctx.host.name}'", ctx.host.source, key="health_url",
                           hint="set health_url on the host (or defaults), or url: on the verify step")
-    commands = [ctx.script(SCRIPT, body=ctx.paths.meta + "/verify.body", url=url, status=str(settings["status"]),
-                           expect=ctx.release if settings["expect_release"] else "",
-                           timeout=str(settings["timeout"]), max_time=str(min(5, settings["timeout"])),
-                           interval=str(settings["interval"]), desc=f"verify {url}")]
+    commands = [remote.run(ctx, "verify.sh", url, str(settings["status"]),
+                           ctx.release if settings["expect_release"] else "", str(settings["timeout"]),
+                           str(settings["interval"]), ctx.paths.meta + "/verify.body", desc=f"verify {url}")]
     if settings["probe"]:
         # Beside HTTP: the pool itself must execute the release, with no stale cached scripts
         # (DESIGN principle 6; the incident's validate_timestamps=0 case).
