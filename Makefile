@@ -16,7 +16,8 @@ $(BIN)/fab: pyproject.toml
 
 venv: $(BIN)/fab
 
-# Debian packages for the sandbox hosts (sshd, PHP-FPM, nginx, Laravel, rsync, acl, curl).
+# Debian packages for the sandbox hosts (sshd, PHP-FPM, nginx, Laravel, rsync, acl, curl), and
+# chromium for the tests of the HTML report.
 deps: venv
 	$(BIN)/python -c 'from deploy import lab; lab.ensure_packages()'
 

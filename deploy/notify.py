@@ -29,6 +29,7 @@ FORMATS = ("json", "slack")
 DEFAULT_TIMEOUT = 5
 HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 SLACK_HOST_LIST = 15       # hosts named in a Slack message before "... and N more"
+SLACK_SECTION = 3000       # the most characters Slack takes in a section's text
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Webhook:
     name: str
     url: dict
     format: str
-    on: tuple
+    events: tuple
     timeout: float
     headers: dict
     where: str
@@ -93,12 +94,13 @@ def parse(top):
         fmt = s.string("format", "json")
         if fmt not in FORMATS:
             raise s.error("format", f"unknown format '{fmt}'", "use 'slack' (Slack-compatible) or 'json'")
-        on = s.string_list("on", list(EVENTS))
-        for event in on:
+        # `events`, not `on`: YAML 1.1 reads a bare `on` key as the boolean true.
+        events = s.string_list("events", list(EVENTS))
+        for event in events:
             if event not in EVENTS:
-                raise s.error("on", f"unknown event '{event}'", "events: " + ", ".join(EVENTS))
-        if not on or len(set(on)) != len(on):
-            raise s.error("on", "list each event once, at least one", "events: " + ", ".join(EVENTS))
+                raise s.error("events", f"unknown event '{event}'", "events: " + ", ".join(EVENTS))
+        if not events or len(set(events)) != len(events):
+            raise s.error("events", "list each event once, at least one", "events: " + ", ".join(EVENTS))
         timeout = s.get("timeout", (int, float), DEFAULT_TIMEOUT)
         if isinstance(timeout, bool) or not 0 < timeout <= 60:
             raise s.error("timeout", f"expected seconds between 0 and 60, got {timeout!r}")
@@ -112,7 +114,7 @@ def parse(top):
         s.done()
         if any(h.name == name for h in hooks):
             raise s.error("name", f"two webhooks are named '{name}'", "give each webhook its own name:")
-        hooks.append(Webhook(name, url, fmt, tuple(on), float(timeout), headers, f"{top.file}:{line}"))
+        hooks.append(Webhook(name, url, fmt, tuple(events), float(timeout), headers, f"{top.file}:{line}"))
     return hooks
 
 
@@ -216,13 +218,18 @@ def _slack(report, event, line, hosts):
     blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": f"{icon} *{_slack_escape(line)}*"}}]
     if event != "start":
         notable = [h for h in hosts if h["state"] != "deployed"]
-        rows = [f"• `{_slack_escape(h['host'])}` {_slack_escape(h['state'])}"
-                + (f": {_slack_escape((h['message'] or '').splitlines()[0][:200])}" if h.get("message") else "")
-                for h in notable[:SLACK_HOST_LIST]]
-        if len(notable) > SLACK_HOST_LIST:
-            rows.append(f"… and {len(notable) - SLACK_HOST_LIST} more")
+        rows, size = [], 0
+        for h in notable[:SLACK_HOST_LIST]:
+            row = f"• `{_slack_escape(h['host'])}` {_slack_escape(h['state'])}" + (
+                f": {_slack_escape((h['message'] or '').splitlines()[0][:160])}" if h.get("message") else "")
+            if size + len(row) > SLACK_SECTION - 40:   # Slack refuses a section text over 3000 characters
+                break
+            rows.append(row)
+            size += len(row) + 1
+        if len(notable) > len(rows):
+            rows.append(f"… and {len(notable) - len(rows)} more")
         if rows:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(rows)[:2900]}})
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(rows)}})
     facts = [f"release `{_slack_escape(report.get('release') or '-')}`"]
     if report.get("commit"):
         facts.append(f"commit `{report['commit'][:12]}`")
@@ -297,7 +304,7 @@ class Notifier:
     def send(self, event, report):
         """Queue `event` for every target that is on for it; returns at once."""
         for target, q, _ in self.workers:
-            if event in target.hook.on:
+            if event in target.hook.events:
                 self._queue(target, q, event, report)
 
     def finish(self, report):
@@ -306,7 +313,7 @@ class Notifier:
         and return the outcomes (also in the JSON report as `notifications`)."""
         events = end_events(report)
         for target, q, _ in self.workers:
-            event = next((e for e in END_PRIORITY if e in events and e in target.hook.on), None)
+            event = next((e for e in END_PRIORITY if e in events and e in target.hook.events), None)
             if event:
                 self._queue(target, q, event, report)
             q.put(None)
