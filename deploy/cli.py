@@ -142,7 +142,7 @@ def _plan_footer(pipe):
         "## on failure before activate: the new release is removed, current is never touched"]
     lines.append(f"## on failure after {switch}: {heal}{back}, then {', '.join(again)} run for it, "
                  "and the failed release is marked bad")
-    return "\n".join(lines)
+    return "\n".join(lines + notify.describe(pipe.notify))
 
 
 EXAMPLE_NAME = {"report": "deploy.json", "junit": "deploy.xml", "html": "deploy.html"}

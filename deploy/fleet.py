@@ -110,14 +110,14 @@ class Fleet:
                 if self.stop.is_set():
                     break
                 self.emit({"type": "batch", "number": number, "hosts": [h.name for h in batch]})
-                log = {"number": number, "hosts": [h.name for h in batch], "started": time.time()}
+                log = {"number": number, "hosts": [h.name for h in batch], "started": round(time.time(), 3)}
                 batch_results = self.map(lambda h: self._deploy_one(h, release, held, results), batch)
                 for r in batch_results:
                     r.batch = number
                     results[r.host] = r
                 done_batches.append(batch)
                 failed = [r for r in batch_results if r.state not in ops.OK_STATES]
-                log.update(ended=time.time(), failed=[r.host for r in failed],
+                log.update(ended=round(time.time(), 3), failed=[r.host for r in failed],
                            max_fail=threshold(max_fail, len(batch)), stopped_rollout=False)
                 self.batch_log.append(log)
                 if self.stop.is_set():

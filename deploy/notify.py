@@ -118,6 +118,15 @@ def parse(top):
     return hooks
 
 
+def describe(hooks):
+    """For plans: where each webhook posts (a from_env URL by its variable) and on which events."""
+    lines = []
+    for h in hooks:
+        url = f"${h.url['from_env']}" if h.url["from_env"] else (MASK if h.url["secret"] else h.url["value"])
+        lines.append(f"## notify {h.name}: {h.format} to {url} on {', '.join(h.events)}  ({h.where})")
+    return lines
+
+
 @dataclass(frozen=True)
 class Target:
     """A webhook with its URL and headers read from the environment: ready to post to."""

@@ -95,6 +95,9 @@ def test_notify_key_parses_with_defaults(tmp_path):
                          "file": str(tmp_path / "playbooks" / "p.yml"), "line": 10, "key": "notify[1].url"}
     assert audit.headers["Authorization"]["secret"] and not audit.headers["X-Team"]["secret"]
     assert load(tmp_path, "").notify == []
+    assert notify.describe(p.notify) == [
+        f"## notify webhook 1: slack to $SLACK_WEBHOOK_URL on failure, rollback  ({slack.where})",
+        f"## notify audit: json to https://audit.example/hooks/deploys on start, success, failure, rollback  ({audit.where})"]
 
 
 @pytest.mark.parametrize("yaml_text, words", [

@@ -188,7 +188,9 @@ def test_a_missing_webhook_variable_exits_2_before_any_host_and_a_plan_does_not_
     assert "environment variable NOTIFY_LAB_UNSET is not set on this machine" in r.stderr
     assert f"{p}:4: key 'notify[0].url'" in r.stderr and "Traceback" not in r.stderr
     assert sshd_log.read_text().count("Accepted publickey") == logins
-    assert fab("plan", "--host", "lab1", "--inventory", fleet.inventory, "--pipeline", p).returncode == 0
+    plan = fab("plan", "--host", "lab1", "--inventory", fleet.inventory, "--pipeline", p)
+    assert plan.returncode == 0, plan.stderr
+    assert f"## notify webhook 1: json to $NOTIFY_LAB_UNSET on start, success, failure, rollback  ({p}:4)" in plan.stdout
     assert fab("deploy", "--dry-run", "--host", "lab1", "--inventory", fleet.inventory,
                "--pipeline", p).returncode == 0
     assert hooks.requests == []
