@@ -40,7 +40,8 @@ test: deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: venv
-	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/test_inventory.py tests/test_pipeline.py tests/test_plans.py
+	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/test_inventory.py tests/test_pipeline.py tests/test_plans.py \
+		tests/test_htmlreport.py tests/test_notify.py
 
 bench: deps
 	$(BIN)/python bench/bench.py

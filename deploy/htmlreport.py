@@ -50,7 +50,7 @@ td.num{text-align:right;white-space:nowrap}
 .tick{position:absolute;top:0;font-size:11px;color:var(--muted);border-left:1px solid var(--line);padding-left:3px;height:18px}
 .batch{margin-top:8px;padding-top:4px;border-top:1px dashed var(--line)}
 .batch-head{font-weight:600;margin:2px 0}
-.batch-head .why{font-weight:400;color:var(--bad)}
+.why{font-weight:400;color:var(--bad)}
 .band{position:absolute;top:0;bottom:0;background:rgba(9,105,218,.10);border-left:2px solid rgba(9,105,218,.5)}
 .bar{position:absolute;top:2px;height:16px;min-width:2px;border-radius:2px;font-size:10.5px;line-height:16px;color:#fff;
 overflow:hidden;white-space:nowrap;padding:0 2px;background:#57606a}
@@ -75,6 +75,7 @@ details.step>summary{cursor:pointer}
 .cmd pre.out{background:#0d1117;color:#e6edf3;padding:6px 8px;border-radius:3px;max-height:360px;overflow:auto;
 white-space:pre-wrap;word-break:break-all;margin:2px 0}
 ul.actions{margin:4px 0;padding-left:20px}
+ul.actions pre.line{background:var(--soft);padding:2px 6px;margin:2px 0;white-space:pre-wrap;word-break:break-all}
 footer{margin-top:32px;color:var(--muted);font-size:12px}
 """
 
@@ -119,7 +120,9 @@ def _kind_class(step):
         return "k-build"
     if kind in POOL_KINDS:
         return "k-pool"
-    if kind in ("activate", "verify", "run", "health"):
+    if kind in ("health", "heal"):
+        return "k-health"
+    if kind in ("activate", "verify", "run"):
         return f"k-{kind}"
     return "k-admin"
 
@@ -243,16 +246,36 @@ def _hosts_table(report):
             + "".join(rows) + "</tbody></table>")
 
 
+def _action(a):
+    """One action: a rollback (to, why) or a fix of a heal (why, ok, attempt, commands, error)."""
+    facts = []
+    if a.get("to"):
+        facts.append(f"to {a['to']}")
+    if "ok" in a:
+        facts.append("done" if a["ok"] else "FAILED")
+    if a.get("attempt"):
+        facts.append(f"round {a['attempt']}")
+    if a.get("duration"):
+        facts.append(_secs(a["duration"]))
+    known = ("action", "why", "to", "ok", "attempt", "duration", "commands", "error")
+    facts += [f"{k}: {v}" for k, v in a.items() if k not in known]
+    text = f"<strong>{e(a.get('action'))}</strong>" + (f" ({e(', '.join(facts))})" if facts else "")
+    if a.get("why"):
+        text += f" — why: {e(a['why'])}"
+    if a.get("error"):
+        text += f' <span class="why">error: {e(a["error"])}</span>'
+    if a.get("commands"):
+        text += ("<details><summary>commands</summary>"
+                 + "".join(f'<pre class="line">{e(c)}</pre>' for c in a["commands"]) + "</details>")
+    return text
+
+
 def _actions(report):
     items = []
     for h in report.get("hosts", []):
         for a in h.get("actions", []) or []:
-            extra = {k: v for k, v in a.items() if k not in ("action", "why")}
-            details = ", ".join(f"{k}: {v}" for k, v in extra.items())
             items.append(f'<li data-host="{e(h.get("host"))}" data-action="{e(a.get("action"))}">'
-                         f'<span class="mono">{e(h.get("host"))}</span>: <strong>{e(a.get("action"))}</strong>'
-                         + (f" ({e(details)})" if details else "")
-                         + (f" — why: {e(a.get('why'))}" if a.get("why") else "") + "</li>")
+                         f'<span class="mono">{e(h.get("host"))}</span>: {_action(a)}</li>')
     if not items:
         return '<p class="empty">none: no host was healed or rolled back</p>'
     return '<ul class="actions">' + "".join(items) + "</ul>"

@@ -145,3 +145,17 @@ def test_a_report_without_times_still_renders():
     page = Page(text)
     assert "nothing ran: no step has a start time" in page.text
     assert page.find("div", class_="cmd", data_exit_code="0") and "local$ rsync ..." in page.text
+
+
+def test_heal_fixes_and_rollbacks_are_listed_with_their_reasons():
+    actions = [{"action": "opcache_reset", "why": "the pool runs stale scripts", "ok": True, "attempt": 1,
+                "commands": ["php /app/.deploy/bin/fpmctl.php reset --socket=/run/php.sock"], "duration": 0.05},
+               {"action": "fix_acl", "why": "storage/ is not writable", "ok": False, "attempt": 2, "commands": [],
+                "duration": 0.01, "error": "setfacl: exit 1"},
+               {"action": "rollback", "to": "r1", "why": "step 'verify' failed (exit 1): maintenance"}]
+    page = Page(htmlreport.render(report([host("web1", "rolled back", actions=actions)])))
+    assert [a["data-action"] for a in page.find("li", data_host="web1")] == ["opcache_reset", "fix_acl", "rollback"]
+    assert "opcache_reset (done, round 1, 0.05s) — why: the pool runs stale scripts" in page.text
+    assert "fix_acl (FAILED, round 2, 0.01s) — why: storage/ is not writable error: setfacl: exit 1" in page.text
+    assert "rollback (to r1) — why: step 'verify' failed (exit 1): maintenance" in page.text
+    assert "php /app/.deploy/bin/fpmctl.php reset --socket=/run/php.sock" in page.text
