@@ -16,7 +16,8 @@ $(BIN)/fab: pyproject.toml
 
 venv: $(BIN)/fab
 
-# Debian packages for the sandbox hosts (sshd, PHP-FPM, nginx, Laravel, rsync, acl, curl).
+# Debian packages for the sandbox hosts (sshd, PHP-FPM, nginx, Laravel, rsync, acl, curl), and
+# chromium for the tests of the HTML report.
 deps: venv
 	$(BIN)/python -c 'from deploy import lab; lab.ensure_packages()'
 
@@ -39,7 +40,8 @@ test: deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: venv
-	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/test_inventory.py tests/test_pipeline.py tests/test_plans.py
+	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/test_inventory.py tests/test_pipeline.py tests/test_plans.py \
+		tests/test_htmlreport.py tests/test_notify.py
 
 bench: deps
 	$(BIN)/python bench/bench.py

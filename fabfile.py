@@ -26,13 +26,14 @@ def _done(code):
     "rollback-all": "when a batch goes over max-fail, roll back every switched host, not only that batch",
     "report": "write a JSON report to this file",
     "junit": "write a JUnit XML file",
+    "html": "write a self-contained HTML report (timeline per host and step, states, commands) to this file",
     "yes": "answer yes to confirmations (the tool never prompts without a terminal)",
 })
 def deploy(c, host, inventory=None, pipeline=None, source=None, release=None, dry_run=False, parallel=0,
-           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, yes=False):
+           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, yes=False, html=None):
     """Deploy a release to hosts: build, switch, reset the pool, verify; roll back on failure."""
     _done(cli.deploy(host, inventory, pipeline, source, release, dry_run, parallel or None, serial, max_fail,
-                     rollback_all, report, junit))
+                     rollback_all, report, junit, html=html))
 
 
 @task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file",
@@ -45,10 +46,12 @@ def plan(c, host, inventory=None, pipeline=None, source=None, release=None):
 @task(help={"host": "host, group, or comma-separated list", "to": "release id to go back to (default: the previous good one)",
             "inventory": "inventory file", "pipeline": "pipeline file (for the reset/reload/verify steps)",
             "dry-run": "show what would run (reads the host's state, changes nothing)",
-            "report": "JSON report file", "junit": "JUnit XML file", "parallel": "hosts at once"})
-def rollback(c, host, to=None, inventory=None, pipeline=None, dry_run=False, report=None, junit=None, parallel=0):
+            "report": "JSON report file", "junit": "JUnit XML file", "parallel": "hosts at once",
+            "html": "self-contained HTML report file"})
+def rollback(c, host, to=None, inventory=None, pipeline=None, dry_run=False, report=None, junit=None, parallel=0,
+             html=None):
     """Switch back to the previous good release (or --to ID), reset/reload the pool, verify."""
-    _done(cli.rollback(host, inventory, pipeline, to, dry_run, parallel or None, report, junit))
+    _done(cli.rollback(host, inventory, pipeline, to, dry_run, parallel or None, report, junit, html=html))
 
 
 @task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file", "json": "print JSON",

@@ -5,9 +5,11 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 
 from . import fleet as fleet_mod
+from . import htmlreport, notify, runinfo
 from . import inventory as inventory_mod
 from . import operations as ops
 from . import pipeline as pipeline_mod
@@ -78,7 +80,7 @@ class _Interrupt:
 
 
 def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_run=False, parallel=None,
-           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, reporter=None):
+           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, reporter=None, html=None):
     reporter = reporter or Reporter()
     try:
         hosts, pipe = load(host, inventory, pipeline, source)
@@ -93,6 +95,8 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
         operator = planner.Operator.here()
         # Plan every host first: a bad setting for any host stops the run before any SSH.
         plans = {h.name: planner.deploy(h, pipe, release, operator) for h in hosts}
+        check_outputs(report=report, junit=junit, html=html)
+        targets = [] if dry_run else notify.resolve(pipe.notify)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -104,6 +108,10 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
     reporter.message(f"deploying release {release} to {len(hosts)} host(s): {', '.join(h.name for h in hosts)}")
+    run = runinfo.start("deploy", release, pipe, operator, hosts)
+    notifier = notify.Notifier(targets, reporter, {v for p in plans.values() for s in p for c in s.commands
+                                                   for v in c.secrets})
+    notifier.send("start", run)
     reporter.start([h.name for h in hosts])
     with _Interrupt(reporter) as interrupt:
         fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=parallel, stop_event=interrupt.event,
@@ -116,7 +124,7 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
     code = exit_code(results)
     if interrupt.event.is_set() and code == EXIT_OK:
         code = EXIT_INTERRUPTED
-    _write_reports(report, junit, "deploy", release, results, code)
+    _finish(run, notifier, results, code, report, junit, html, batches=fleet.batch_log)
     return code
 
 
@@ -134,31 +142,61 @@ def _plan_footer(pipe):
         "## on failure before activate: the new release is removed, current is never touched"]
     lines.append(f"## on failure after {switch}: {heal}{back}, then {', '.join(again)} run for it, "
                  "and the failed release is marked bad")
-    return "\n".join(lines)
+    return "\n".join(lines + notify.describe(pipe.notify))
 
 
-def _write_reports(report, junit, action, release, results, code):
+EXAMPLE_NAME = {"report": "deploy.json", "junit": "deploy.xml", "html": "deploy.html"}
+
+
+def check_outputs(**files):
+    """--report/--junit/--html FILE must be writable before any host is contacted (exit 2)."""
+    for flag, value in files.items():
+        if not value:
+            continue
+        path = Path(value)
+        if path.is_dir():
+            raise ConfigError(f"--{flag} {value} is a directory", hint=f"give a file name, e.g. {path / EXAMPLE_NAME[flag]}")
+        parent = path.parent
+        if not parent.is_dir():
+            raise ConfigError(f"--{flag} {value}: directory {parent} does not exist",
+                              hint=f"create it first (mkdir -p {parent}) or write the file elsewhere")
+        if not os.access(parent, os.W_OK):
+            raise ConfigError(f"--{flag} {value}: directory {parent} is not writable")
+
+
+def _finish(run, notifier, results, code, report=None, junit=None, html=None, batches=()):
+    """The end of a run: the report dict (docs/commands.md#json-report), the end notification
+    (its outcome goes into the report), then the files asked for."""
+    data = {**run, "exit_code": code, "ended": round(time.time(), 3), "batches": list(batches),
+            "hosts": [r.as_dict() for r in results]}
+    data["notifications"] = notifier.finish(data)
     if report:
-        write_json(report, {"action": action, "release": release, "exit_code": code,
-                            "hosts": [r.as_dict() for r in results]})
+        write_json(report, data)
+    if html:
+        Path(html).write_text(htmlreport.render(data), encoding="utf-8")
     if junit:
-        write_junit(junit, results, name=f"{action} {release or ''}".strip())
+        write_junit(junit, results, name=f"{data['action']} {data['release'] or ''}".strip())
 
 
 def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parallel=None, report=None,
-             junit=None, reporter=None):
+             junit=None, reporter=None, html=None):
     reporter = reporter or Reporter()
     try:
         hosts, pipe = load(host, inventory, pipeline)
         if to:
             planner.check_release_id(to, flag="--to")
         operator = planner.Operator.here()
+        check_outputs(report=report, junit=junit, html=html)
+        targets = [] if dry_run else notify.resolve(pipe.notify)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
     quiet = (lambda e: None) if dry_run else reporter
     fleet = fleet_mod.Fleet(hosts, pipe, operator, quiet, parallel=parallel)
     if not dry_run:
+        run = runinfo.start("rollback", to, pipe, operator, hosts)
+        notifier = notify.Notifier(targets, reporter)
+        notifier.send("start", run)
         reporter.start([h.name for h in hosts])
     try:
         # A rollback is short and makes hosts consistent: the first Ctrl-C lets it finish.
@@ -183,7 +221,7 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
     code = exit_code(results, ok_states=ops.OK_STATES + (ops.ROLLED_BACK,))
     if interrupt.event.is_set() and code == EXIT_OK:
         code = EXIT_INTERRUPTED
-    _write_reports(report, junit, "rollback", to, results, code)
+    _finish(run, notifier, results, code, report, junit, html)
     return code
 
 

@@ -40,6 +40,8 @@ class CommandResult:
     duration: float = 0.0
     local: bool = False
     ok_codes: tuple = (0,)  # the command's accepted exit codes
+    started: float | None = None  # wall clock (epoch seconds), for timelines
+    ended: float | None = None
 
     @property
     def ok(self):
@@ -53,10 +55,17 @@ class StepResult:
     status: str = "pending"   # ok / failed / interrupted / skipped / pending
     duration: float = 0.0
     commands: list = field(default_factory=list)
+    started: float | None = None  # wall clock (epoch seconds), for timelines
+    ended: float | None = None
 
     @property
     def failed_command(self):
         return next((c for c in self.commands if not c.ok), None)
+
+
+def _wall(mono):
+    """A time.monotonic() reading as epoch seconds: reports need wall-clock times."""
+    return time.time() - (time.monotonic() - mono)
 
 
 def _own_session(cmd):
@@ -220,14 +229,16 @@ class Runner:
                 out += self.transport.rsh_errors()
         except CommandTimeout as exc:
             out, code = str(exc), None
-        cr = self._record(step, res, cmd, code, out, time.monotonic() - start, local=True)
+        cr = self._record(step, res, cmd, code, out, time.monotonic() - start, local=True, began=start)
         return self._after_command(step, res, cr, last=cmd is step.commands[-1])
 
-    def _record(self, step, res, cmd, code, output, duration, local=False):
+    def _record(self, step, res, cmd, code, output, duration, local=False, began=None):
         """One finished command: its result (masked output), its captured fact, the event."""
         self.executed.append(cmd.render())
         cr = CommandResult(step.name, cmd.render(), code, _tail(mask(output, self.secrets), cmd), duration,
                            local=local, ok_codes=cmd.ok_codes)
+        began = time.monotonic() - duration if began is None else began
+        cr.started, cr.ended = _wall(began), _wall(began + duration)
         if cmd.capture:
             self.facts[cmd.capture] = output.strip()
         res.commands.append(cr)
@@ -296,7 +307,10 @@ class Runner:
             pos = m.end()
             self._step_started(step, res)
             began, ended = watch.begin.get(n, t0), watch.end.get(n, now)
-            cr = self._record(step, res, cmd, code, output, max(0.0, ended - began))
+            if getattr(res, "_t0", None) is None or res.status == "running" and ci == 0:
+                res._t0 = began
+                res.started = _wall(began)
+            cr = self._record(step, res, cmd, code, output, max(0.0, ended - began), began=began)
             if not self._after_command(step, res, cr, last=ci == len(step.commands) - 1, now=ended):
                 return False
         return True
@@ -310,12 +324,14 @@ class Runner:
         self._step_started(step, res)
         self._record(step, res, cmd, None, output.strip(), 0.0)
         res.status = "failed"
+        res.ended = _wall(time.monotonic())
         self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
 
     def _step_started(self, step, res):
         if res.status == "pending":
             res.status = "running"
             res._t0 = time.monotonic()
+            res.started = _wall(res._t0)
             self.emit({"type": "step_start", "host": self.host.name, "step": step.name})
 
     def _after_command(self, step, res, cr, last, now=None):
@@ -323,10 +339,12 @@ class Runner:
         if not cr.ok:
             res.status = "failed"
             res.duration = now - getattr(res, "_t0", now)
+            res.ended = _wall(now)
             self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
             return False
         if last:
             res.status = "ok"
             res.duration = now - getattr(res, "_t0", now)
+            res.ended = _wall(now)
             self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
         return True

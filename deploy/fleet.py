@@ -6,6 +6,7 @@ One release id for the whole run. Each host gets its own connection in its own w
 
 import math
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import operations as ops
@@ -46,6 +47,7 @@ class Fleet:
         self.parallel = max(1, min(parallel or pipeline.parallel or DEFAULT_PARALLEL, len(hosts) or 1))
         self.stop = stop_event or threading.Event()
         self.plans = plans or {}  # host name -> the deploy plan already made for it
+        self.batch_log = []       # per batch that ran: number, hosts, times, failed, outcome (reports)
 
     def map(self, fn, hosts):
         """Run fn(host) for every host, at most `parallel` at once; results in host order."""
@@ -108,11 +110,16 @@ class Fleet:
                 if self.stop.is_set():
                     break
                 self.emit({"type": "batch", "number": number, "hosts": [h.name for h in batch]})
+                log = {"number": number, "hosts": [h.name for h in batch], "started": round(time.time(), 3)}
                 batch_results = self.map(lambda h: self._deploy_one(h, release, held, results), batch)
                 for r in batch_results:
+                    r.batch = number
                     results[r.host] = r
                 done_batches.append(batch)
                 failed = [r for r in batch_results if r.state not in ops.OK_STATES]
+                log.update(ended=round(time.time(), 3), failed=[r.host for r in failed],
+                           max_fail=threshold(max_fail, len(batch)), stopped_rollout=False)
+                self.batch_log.append(log)
                 if self.stop.is_set():
                     # Interrupted: hosts that switched and verified are kept (a complete, proven
                     # release); the rest never started. Nothing is half-switched either way.
@@ -120,6 +127,7 @@ class Fleet:
                 if len(failed) > threshold(max_fail, len(batch)):
                     scope = [h for b in done_batches for h in b] if rollback_all else batch
                     revert = [h for h in scope if results[h.name].state == ops.DEPLOYED]
+                    log["stopped_rollout"] = True
                     self.emit({"type": "message", "text": f"batch {number}: {len(failed)} of {len(batch)} hosts failed "
                                f"(max_fail {max_fail}); stopping the rollout"
                                + (f", rolling back {', '.join(h.name for h in revert)}" if revert else "")})
@@ -165,4 +173,7 @@ class Fleet:
             r.executed = old.executed + r.executed
             # Same shape as an automatic rollback: the release tried, and the one live again.
             r.release, r.previous = release, old.previous
+            r.batch = old.batch
+            r.actions = old.actions + [{"action": "rollback", "to": old.previous,
+                                        "why": "rollout stopped: batch over max_fail"}]
             results[r.host] = r

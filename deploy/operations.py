@@ -43,8 +43,11 @@ class HostResult:
     duration: float = 0.0
     activated_to_verified: float | None = None
     rsync_files: int | None = None
+    batch: int | None = None      # the fleet batch it ran in (None: not part of a rollout)
 
     def as_dict(self):
+        starts = [s.started for s in self.steps if s.started is not None]
+        ends = [s.ended for s in self.steps if s.ended is not None]
         return {
             "host": self.host, "release": self.release, "state": self.state, "previous": self.previous,
             "message": self.message, "switched": self.switched, "duration": round(self.duration, 3),
@@ -52,11 +55,18 @@ class HostResult:
             "rsync_files_transferred": self.rsync_files,
             "installed": self.installed,
             "actions": self.actions,
+            "batch": self.batch, "started": _epoch(min(starts, default=None)), "ended": _epoch(max(ends, default=None)),
             "steps": [{"name": s.name, "kind": s.kind, "status": s.status, "duration": round(s.duration, 3),
+                       "started": _epoch(s.started), "ended": _epoch(s.ended),
                        "commands": [{"command": c.command, "exit_code": c.exit_code, "duration": round(c.duration, 3),
+                                     "started": _epoch(c.started), "ended": _epoch(c.ended),
                                      "local": c.local, "output": c.output} for c in s.commands]}
                       for s in self.steps],
         }
+
+
+def _epoch(t):
+    return None if t is None else round(t, 3)
 
 
 def _release_of(link):

@@ -6,12 +6,13 @@ Validation happens before any host is contacted: a bad playbook never half-runs.
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import notify as notify_mod
 from . import yamlfile
 from .errors import ConfigError
 from .steps import KINDS
 
 TOP_KEYS = ("source", "keep_releases", "remediate", "strategy", "steps", "serial", "max_fail", "parallel",
-            "lock_stale_after")
+            "lock_stale_after", "notify")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Pipeline:
     max_fail: str | int = 0
     parallel: int | None = None
     lock_stale_after: int = 3600
+    notify: list = field(default_factory=list)   # notify.Webhook, docs/pipeline.md#notify
 
     def split(self):
         """Steps before `activate`, the activate step, and the steps after it."""
@@ -72,6 +74,7 @@ def load(path, source_override=None):
     _check_count(top, "max_fail", max_fail, allow_zero=True)
     parallel = top.integer("parallel", None, minimum=1)
     lock_stale_after = top.integer("lock_stale_after", 3600, minimum=1)
+    notify = notify_mod.parse(top)
     raw_steps = top.get("steps", list, required=True, hint="list the steps, e.g. - sync, - activate")
     top.done()
 
@@ -93,7 +96,7 @@ def load(path, source_override=None):
                         "point source: at the app to ship, relative to the project root, or pass --source DIR")
     return Pipeline(file=str(path), source=str(resolved_source), keep_releases=keep, steps=steps,
                     remediate=remediate, strategy=strategy, serial=serial, max_fail=max_fail, parallel=parallel,
-                    lock_stale_after=lock_stale_after)
+                    lock_stale_after=lock_stale_after, notify=notify)
 
 
 def count_ok(value, allow_zero=False):

@@ -55,6 +55,7 @@ PACKAGES = [
     "acl",
     "curl",
     "sudo",  # for hosts whose deploy user is not root (sudo -n for setfacl and the FPM reload)
+    "chromium",  # headless, for the tests of the HTML report (tests/test_htmlreport_lab.py)
 ]
 # binaries we call, and the package that brings each one
 BINARIES = {
