@@ -130,8 +130,8 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
 
 def _plan_footer(pipe):
     _, _, after = pipe.split()
-    again = [s.name for s in after if s.module.ON_ROLLBACK or (s.kind == "run" and s.settings.get("on_rollback"))]
-    if not any(s.kind in ("opcache_reset", "fpm_reload") for s in after):
+    again = [s.name for s in after if s.on_rollback]
+    if not pipe.resets_pool_after_switch():
         again.insert(0, "opcache_reset (always on rollback)")
     heal = ("first the health checks run and their fixes are applied (remediate: true), then if that does not help: "
             if pipe.remediate else "")

@@ -18,12 +18,11 @@ import time
 from . import fleet as fleet_mod
 from . import health as checks
 from . import inventory as inventory_mod
-from . import operations as ops
 from . import plan as planner
 from . import remediate
 from .cli import DEFAULT_INVENTORY, _path, _pipeline_or_none
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError
-from .executor import Runner
+from .session import HostSession
 from .report import Reporter
 from .transport import TransportError
 
@@ -48,23 +47,15 @@ def check_host(host, pipeline, emit=None, release=None, layout=None):
     t0 = time.monotonic()
     out = {"host": host.name, "findings": [], "status": checks.FAIL, "duration": 0.0, "error": None}
     try:
-        transport = ops.connect(host)
+        with HostSession(host, emit or (lambda e: None)) as s:
+            ev = checks.gather(s.runner, host, pipeline, release, layout)
+            out["findings"] = checks.evaluate(ev, host, pipeline, release, layout)
+            out["layout"] = ev["layout"].get("layout")
+            out["status"] = checks.worst(out["findings"])
+            out["section_seconds"] = ev.get("section_seconds", {})
     except TransportError as exc:
         out["error"] = str(exc)
-        out["duration"] = time.monotonic() - t0
-        return out
-    try:
-        runner = Runner(transport, host, emit or (lambda e: None))
-        ev = checks.gather(runner, host, pipeline, release, layout)
-        out["findings"] = checks.evaluate(ev, host, pipeline, release, layout)
-        out["layout"] = ev["layout"].get("layout")
-        out["status"] = checks.worst(out["findings"])
-        out["section_seconds"] = ev.get("section_seconds", {})
-    except TransportError as exc:
-        out["error"] = str(exc)
-    finally:
-        transport.close()
-        out["duration"] = time.monotonic() - t0
+    out["duration"] = time.monotonic() - t0
     return out
 
 

@@ -5,7 +5,7 @@ masked rendering. Secrets render as *** everywhere except in the string actually
 """
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MASK = "***"
 SHELL_SYNTAX = ("&&", "||", ";", "|", ">", "<", "$(", "`", "\n")
@@ -136,3 +136,15 @@ def mask(text, secrets):
     for value in sorted((s for s in secrets if s), key=len, reverse=True):
         text = text.replace(value, MASK)
     return text
+
+
+@dataclass
+class PlannedStep:
+    name: str
+    kind: str
+    commands: list
+    where: str = ""        # playbook file:line, for messages
+    notes: list = field(default_factory=list)  # what the plan shows besides commands (no effect)
+
+    def rendered(self):
+        return [c.render() for c in self.commands]

@@ -259,13 +259,13 @@ class Runner:
             raise
         if session.aborted:
             limit = items[watch.timed_out][2].timeout or self.host.command_timeout
-            self._kill_remote()
+            self.kill_remote()
             self._record_batch(planned, results, items, session.output, t0, watch,
                                unfinished=f"timed out after {limit}s (the command's timeout); stopped on the host")
             return False
         return self._record_batch(planned, results, items, session.output + session.stderr, t0, watch)
 
-    def _kill_remote(self):
+    def kill_remote(self):
         """End what is left of an abandoned session: its whole process group (sudo for what
         runs as root under a non-root login, where sudoers allows kill)."""
         if not self.remote_pid:

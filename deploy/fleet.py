@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from . import operations as ops
 
 DEFAULT_PARALLEL = 10
+_FOLD = object()   # a host whose lock is taken in its own first session, not in the lock pass
 
 
 def batches(hosts, serial):
@@ -68,7 +69,8 @@ class Fleet:
         held, results = {}, {}
 
         def take(host):
-            transport, result = ops.lock_host(host, self.pipeline, release, self.operator, self.emit)
+            transport, result = ops.lock_host(host, self.pipeline, release, self.operator, self.emit,
+                                              self.plans.get(host.name))
             return host, transport, result
 
         outcomes = [take(ordered[0])] if ordered else []
@@ -89,11 +91,24 @@ class Fleet:
                     results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
                                                         message=f"not deployed: {blocker} is locked")
             return None, results
+        # Only the hosts that start right away keep their connection; the others give it up
+        # (their lock stays) and connect again when their turn comes: a host of batch 5 must
+        # not sit on an idle connection for the whole rollout.
+        first_wave = {h.name for h in batches(self.hosts, self.serial)[0][:self.parallel]} if self.hosts else set()
+        for name in list(held):
+            if name not in first_wave:
+                held[name].close()
+                held[name] = None
         return held, results
 
     def deploy(self, release, serial=None, max_fail=None, rollback_all=False):
         results = {h.name: ops.HostResult(h.name, release, message="not started") for h in self.hosts}
-        held, lock_results = self.lock_all(release)
+        self.serial = serial or self.pipeline.serial
+        if len(self.hosts) == 1:
+            # One host: its lock is taken in its own first session (one round trip less).
+            held, lock_results = {self.hosts[0].name: _FOLD}, {}
+        else:
+            held, lock_results = self.lock_all(release)
         results.update(lock_results)
         if held is None:
             for r in lock_results.values():
@@ -102,7 +117,7 @@ class Fleet:
         for r in lock_results.values():
             if r.state == ops.UNREACHABLE:
                 self.emit({"type": "host_end", "host": r.host, "result": r})
-        serial = serial or self.pipeline.serial
+        serial = self.serial
         max_fail = self.pipeline.max_fail if max_fail is None else max_fail
         done_batches = []
         try:
@@ -136,9 +151,10 @@ class Fleet:
         finally:
             # Hosts never started (stopped rollout, Ctrl-C) still hold our lock: give it back.
             for host in self.hosts:
-                transport = held.pop(host.name, None)
-                if transport is not None:
-                    ops.release_lock(host, self.pipeline, release, self.operator, transport)
+                if host.name in held:
+                    transport = held.pop(host.name)
+                    if transport is not _FOLD:
+                        ops.release_lock(host, self.pipeline, release, self.operator, transport)
                     r = results[host.name]
                     r.state = ops.UNTOUCHED
                     r.message = "not started: " + ("run interrupted" if self.stop.is_set() else "rollout stopped")
@@ -151,6 +167,9 @@ class Fleet:
             # Not started: the finally of deploy() gives its lock back.
             return ops.HostResult(host.name, release, state=ops.UNTOUCHED, message="not started: run interrupted")
         transport = held.pop(host.name)
+        if transport is _FOLD:
+            return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit,
+                                   steps=self.plans.get(host.name), stop=self.stop)
         return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit, transport=transport,
                                steps=self.plans.get(host.name),
                                stop=self.stop, locked=results[host.name])

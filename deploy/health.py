@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 
 from . import fpmctl
 from .context import StepContext
-from .plan import PlannedStep
+from .commands import PlannedStep
 from .transport import InstallError
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
@@ -468,19 +468,15 @@ def _fpmctl_sha():
 
 
 def _writable_dirs(pipeline):
-    if pipeline is not None:
-        for step in pipeline.steps:
-            if step.kind == "ownership":
-                return list(step.settings["writable"])
-    return list(DEFAULT_WRITABLE)
+    step = pipeline.first("ownership") if pipeline is not None else None
+    return list(step.settings["writable"]) if step else list(DEFAULT_WRITABLE)
 
 
 def _artisan_commands(pipeline):
-    if pipeline is not None:
-        for step in pipeline.steps:
-            if step.kind == "artisan":
-                return list(step.settings["commands"])
-    return list(DEFAULT_ARTISAN) if pipeline is None else []
+    if pipeline is None:
+        return list(DEFAULT_ARTISAN)
+    step = pipeline.first("artisan")
+    return list(step.settings["commands"]) if step else []
 
 
 def _url_path(url):
@@ -990,7 +986,7 @@ def check_opcache(ev, host, pipeline):
             return acc.finding("")
         return acc.finding(f"OPCache is off in the pool ({o.get('reason')}): nothing cached, nothing to reset")
     vt, freq = o.get("validate_timestamps"), o.get("revalidate_freq")
-    resets = pipeline is not None and any(s.kind in ("opcache_reset", "fpm_reload") for s in pipeline.steps)
+    resets = pipeline is not None and any(s.spec.resets_pool for s in pipeline.steps)
     if vt is False and not resets:
         tail = (" changed code is never picked up until verify's probe catches it and remediation resets the pool"
                 if pipeline is not None and in_place(ev) else " changed code is never picked up")

@@ -8,6 +8,8 @@ is HTML-escaped (command output can hold anything), and it collapses with <detai
 import html
 from datetime import datetime, timezone
 
+from . import steps
+
 EXIT_MEANING = {
     0: "success",
     1: "failed: every host is on a complete live release",
@@ -19,8 +21,6 @@ STATE_CLASS = {"deployed": "good", "rolled back": "warn", "healed": "good", "unt
                "failed before switch": "bad", "unreachable": "bad", "locked": "bad", "failed": "bad",
                "needs human": "alarm"}
 OK_END = ("deployed", "untouched", "planned")
-BUILD_KINDS = ("sync", "shared", "ownership", "artisan")
-POOL_KINDS = ("opcache_reset", "fpm_reload")
 ROLLBACK_STEPS = ("mark bad", "discard", "record")
 
 CSS = """
@@ -56,7 +56,7 @@ td.num{text-align:right;white-space:nowrap}
 overflow:hidden;white-space:nowrap;padding:0 2px;background:#57606a}
 .bar.k-build{background:#0969da}.bar.k-activate{background:#8250df}.bar.k-pool{background:#1b7c83}
 .bar.k-verify{background:var(--good)}.bar.k-run{background:#6639ba}.bar.k-health{background:#bf8700}
-.bar.k-rollback{background:#bc4c00}.bar.k-admin{background:#8c959f}
+.bar.k-rollback{background:#bc4c00}.bar.k-admin{background:#8c959f}.bar.k-live{background:#1a7f37}
 .bar.s-failed{background:var(--bad);outline:1px solid #000}
 .bar.s-interrupted{background:repeating-linear-gradient(45deg,#8c959f,#8c959f 4px,#d0d7de 4px,#d0d7de 8px)}
 .legend{margin:8px 0 0;color:var(--muted);font-size:12px}
@@ -116,15 +116,20 @@ def _kind_class(step):
     name, kind = step.get("name", ""), step.get("kind", "")
     if name.endswith("(rollback)") or name in ROLLBACK_STEPS:
         return "k-rollback"
-    if kind in BUILD_KINDS:
-        return "k-build"
-    if kind in POOL_KINDS:
-        return "k-pool"
+    spec = steps.spec(kind)
     if kind in ("health", "heal"):
         return "k-health"
-    if kind in ("activate", "verify", "run"):
+    if spec is None:
+        return "k-admin"
+    if spec.phase == steps.BUILD:
+        return "k-build"
+    if spec.phase == steps.SWITCH:
+        return "k-activate"
+    if spec.resets_pool:
+        return "k-pool"
+    if kind in ("verify", "run"):
         return f"k-{kind}"
-    return "k-admin"
+    return "k-live"
 
 
 def _window(report):
@@ -222,7 +227,7 @@ def _timeline(report):
     parts.append("</div>")
     legend = "".join(f'<span class="bar {cls}"></span>{e(name)}' for cls, name in (
         ("k-admin", "lock / prepare / finalize"), ("k-build", "build"), ("k-activate", "activate"),
-        ("k-pool", "OPCache reset / FPM reload"), ("k-verify", "verify"), ("k-run", "run"),
+        ("k-pool", "OPCache reset / FPM reload"), ("k-live", "after the switch"), ("k-verify", "verify"), ("k-run", "run"),
         ("k-health", "health (healing)"), ("k-rollback", "rollback"), ("s-failed", "failed")))
     parts.append(f'<div class="legend">{legend}<br>Shaded: the time each batch ran. Hover over a bar for its'
                  ' times; the commands are below.</div>')

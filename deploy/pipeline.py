@@ -9,7 +9,7 @@ from pathlib import Path
 from . import notify as notify_mod
 from . import yamlfile
 from .errors import ConfigError
-from .steps import KINDS
+from .steps import BUILD, KINDS, LIVE, SWITCH
 
 TOP_KEYS = ("source", "keep_releases", "remediate", "strategy", "steps", "serial", "max_fail", "parallel",
             "lock_stale_after", "notify")
@@ -26,6 +26,16 @@ class Step:
     @property
     def module(self):
         return KINDS[self.kind]
+
+    @property
+    def spec(self):
+        return self.module.KIND
+
+    @property
+    def on_rollback(self):
+        """Planned again for the release a rollback goes back to: by its kind, or by the
+        step's own `on_rollback: true` (run steps)."""
+        return self.spec.on_rollback or bool(self.settings.get("on_rollback"))
 
     @property
     def where(self):
@@ -47,9 +57,16 @@ class Pipeline:
     notify: list = field(default_factory=list)   # notify.Webhook, docs/pipeline.md#notify
 
     def split(self):
-        """Steps before `activate`, the activate step, and the steps after it."""
-        index = next(i for i, s in enumerate(self.steps) if s.kind == "activate")
+        """Steps before the switch, the switch (activate), and the steps after it."""
+        index = next(i for i, s in enumerate(self.steps) if s.spec.phase == SWITCH)
         return self.steps[:index], self.steps[index], self.steps[index + 1:]
+
+    def first(self, kind):
+        """The first step of a kind, or None (steps that read another step's settings)."""
+        return next((s for s in self.steps if s.kind == kind), None)
+
+    def resets_pool_after_switch(self):
+        return any(s.spec.resets_pool for s in self.split()[2])
 
 
 def load(path, source_override=None):
@@ -142,19 +159,24 @@ def _step(item, file, line, index):
 
 
 def _check_order(steps, file, line):
-    kinds = [s.kind for s in steps]
-    if kinds.count("activate") != 1:
-        raise ConfigError(f"the pipeline needs exactly one 'activate' step (found {kinds.count('activate')})",
+    """Order rules, from each kind's declared phase (deploy/steps/__init__.py)."""
+    switches = [s for s in steps if s.spec.phase == SWITCH]
+    if len(switches) != 1:
+        raise ConfigError(f"the pipeline needs exactly one 'activate' step (found {len(switches)})",
                           file, line, "steps", "add '- activate' after the build steps")
-    activate = kinds.index("activate")
-    if "sync" not in kinds[:activate]:
-        raise ConfigError("the pipeline needs a 'sync' step before 'activate'", file, line, "steps")
-    for step in steps[:activate]:
+    at = steps.index(switches[0])
+    for kind in (m.KIND for m in KINDS.values() if m.KIND.ships_code):
+        if not any(s.kind == kind.name for s in steps[:at]):
+            raise ConfigError(f"the pipeline needs a '{kind.name}' step before 'activate'", file, line, "steps")
+    for step in steps[:at]:
         if step.kind == "run" and step.settings.get("on_rollback"):
             raise ConfigError("on_rollback only applies to run steps after 'activate'", step.file, step.line,
                               "on_rollback", "move the step after activate, or drop on_rollback")
-    for step in steps[activate + 1:]:
-        if step.kind in ("sync", "shared", "ownership", "artisan"):
+        if step.spec.phase == LIVE:
+            raise ConfigError(f"'{step.kind}' works on the live release and must come after 'activate'",
+                              step.file, step.line, step.kind)
+    for step in steps[at + 1:]:
+        if step.spec.phase == BUILD:
             raise ConfigError(f"'{step.kind}' builds the release and must come before 'activate'",
                               step.file, step.line, step.kind)
     names = [s.name for s in steps]

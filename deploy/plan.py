@@ -7,28 +7,16 @@ import getpass
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from . import remote
+from . import locks, remote
+from .commands import PlannedStep
 from .context import RELEASE_RE, StepContext
 from .errors import ConfigError
 
-LOCKED_EXIT = 75       # prepare: the deploy lock is held by someone else
 ALREADY_LIVE_EXIT = 76  # prepare: the release id asked for is already the live release
 IS_LIVE_EXIT = 77       # discard: the release to remove is the one current points to (never removed)
-
-
-@dataclass
-class PlannedStep:
-    name: str
-    kind: str
-    commands: list
-    where: str = ""        # playbook file:line, for messages
-    notes: list = field(default_factory=list)  # what the plan shows besides commands (no effect)
-
-    def rendered(self):
-        return [c.render() for c in self.commands]
 
 
 @dataclass(frozen=True)
@@ -74,26 +62,6 @@ def append_history(ctx, record):
                    _json_line(record), ctx.paths.history, desc="append to the deploy history")
 
 
-def lock(ctx, operator, action="deploy"):
-    """Take the per-host deploy lock. mkdir is atomic: exactly one contender gets it.
-
-    The lock holds who, from which machine, which pid and release; a refused contender prints
-    it (and its age) and exits LOCKED_EXIT.
-    """
-    p = ctx.paths
-    info = json.dumps({"user": operator.user, "machine": operator.machine, "pid": operator.pid,
-                       "release": ctx.release, "action": action, "token": operator.token})
-    return PlannedStep("lock", "lock", [
-        ctx.cmd("mkdir -p {} && if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
-                " else echo LOCKED; cat {} 2>/dev/null; age=$(( $(date +%s) - $(stat -c %Y {}) )); echo \"AGE $age\"; exit "
-                + str(LOCKED_EXIT) + "; fi",
-                p.meta, p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info", p.lock,
-                desc="take the deploy lock"),
-    ])
-
-
-
-
 def prepare(ctx):
     p = ctx.paths
     if ctx.in_place:
@@ -133,16 +101,6 @@ def restore_snapshot(ctx):
                       desc=f"restore the snapshot of {ctx.release}")
 
 
-def unlock(ctx, operator):
-    # Only our own lock: a lock someone else took after a forced unlock is theirs.
-    return ctx.cmd("if grep -qF -- {} {} 2>/dev/null; then rm -rf {}; fi",
-                   operator.token, ctx.paths.lock + "/info", ctx.paths.lock, desc="release the deploy lock")
-
-
-def unlock_step(host, pipeline, release, operator):
-    return PlannedStep("unlock", "unlock", [unlock(StepContext(host, pipeline, release), operator)])
-
-
 def prune(ctx):
     keep = ctx.pipeline.keep_releases
     if ctx.in_place:
@@ -155,13 +113,15 @@ def prune(ctx):
 def deploy(host, pipeline, release, operator):
     """The success path of a deploy: lock, prepare, every pipeline step, finalize."""
     ctx = StepContext(host=host, pipeline=pipeline, release=release)
-    steps = [lock(ctx, operator), prepare(ctx)]
+    steps = [locks.take(ctx, operator), prepare(ctx)]
     for step in pipeline.steps:
         steps.append(PlannedStep(step.name, step.kind, step.module.plan(step.settings, ctx), step.where))
     steps.append(PlannedStep("finalize", "finalize", [
         prune(ctx),
+        *([] if ctx.in_place else [remote.run(ctx, "manifest.sh", "record", host.deploy_path, release,
+                                              desc="remember the files of the verified release")]),
         append_history(ctx, {"action": "deploy", "release": release, "state": "deployed", "by": operator.token}),
-        unlock(ctx, operator),
+        locks.release(ctx, operator),
     ]))
     return steps
 
@@ -176,40 +136,47 @@ def discard(host, pipeline, release, operator, reason):
     return [PlannedStep("discard", "discard", remove + [
         append_history(ctx, {"action": "deploy", "release": release, "state": "failed before switch",
                               "reason": reason, "by": operator.token}),
-        unlock(ctx, operator),
+        locks.release(ctx, operator),
     ])]
 
 
-def rollback(host, pipeline, target, operator, failed=None, reason="", action="rollback", take_lock=False):
-    """Switch back to `target` and make the pool execute it: activate + the post-activation steps
-    marked ON_ROLLBACK (opcache_reset, fpm_reload, verify; run steps with on_rollback: true)."""
+def rollback(host, pipeline, target, operator, failed=None, reason="", action="rollback", take_lock=False,
+             unmark=None):
+    """Switch back to `target` and make the pool execute it: check that its files are still
+    the ones it was verified with, activate, then the post-activation steps whose kind reruns
+    on rollback (opcache_reset, fpm_reload, verify; run steps with on_rollback: true).
+    `failed` is marked bad; `unmark`: a release whose bad mark this rollback takes back."""
     ctx = StepContext(host=host, pipeline=pipeline, release=target, phase="rollback")
     steps = []
     if take_lock:
-        steps.append(lock(ctx, operator, action))
+        steps.append(locks.take(ctx, operator, action))
         steps.append(PlannedStep("prepare", "prepare", [
             ctx.cmd("mkdir -p {} {}", ctx.paths.bad, ctx.paths.meta + "/bin", desc="create the metadata dirs")]))
-    if failed:
-        steps.append(PlannedStep("mark bad", "mark", [
-            ctx.cmd("mkdir -p {} && printf '%s\\n' {} > {}", ctx.paths.bad, reason or "failed verification",
-                    ctx.paths.bad + "/" + failed, desc=f"mark {failed} bad"),
-        ]))
+    if not ctx.in_place:
+        steps.append(PlannedStep("check target", "check", [
+            remote.run(ctx, "manifest.sh", "check", host.deploy_path, target,
+                       desc=f"the files {target} was verified with are still there")]))
+    if failed or unmark:
+        steps.append(PlannedStep("mark bad", "mark", (
+            [ctx.cmd("mkdir -p {} && printf '%s\\n' {} > {}", ctx.paths.bad, reason or "failed verification",
+                     ctx.paths.bad + "/" + failed, desc=f"mark {failed} bad")] if failed else []) + (
+            [ctx.cmd("rm -f {}", ctx.paths.bad + "/" + unmark, desc=f"{unmark} is good again")] if unmark else [])))
     _, activate, after = pipeline.split()
     if ctx.in_place:
         steps.append(PlannedStep(f"{activate.name} (rollback)", "activate", [restore_snapshot(ctx)], activate.where))
     else:
         steps.append(PlannedStep(f"{activate.name} (rollback)", "activate",
                                  activate.module.plan(activate.settings, ctx), activate.where))
-    if not any(s.kind in ("opcache_reset", "fpm_reload") for s in after):
+    if not pipeline.resets_pool_after_switch():
         # The pool must drop the failed release's code even when the pipeline never resets it.
         from .steps import opcache_reset
         steps.append(PlannedStep("opcache_reset (rollback)", "opcache_reset", opcache_reset.plan({}, ctx)))
     for step in after:
-        if step.module.ON_ROLLBACK or (step.kind == "run" and step.settings.get("on_rollback")):
+        if step.on_rollback:
             steps.append(PlannedStep(f"{step.name} (rollback)", step.kind, step.module.plan(step.settings, ctx), step.where))
     steps.append(PlannedStep("finalize", "finalize", [
         append_history(ctx, {"action": action, "release": target, "from": failed, "state": "rolled back",
                               "reason": reason, "by": operator.token}),
-        unlock(ctx, operator),
+        locks.release(ctx, operator),
     ]))
     return steps

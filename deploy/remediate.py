@@ -30,11 +30,12 @@ from dataclasses import dataclass, field
 
 from . import fpmctl
 from . import health
+from . import locks
 from . import plan as planner
 from .commands import Raw
 from .context import StepContext
-from .executor import Runner
-from .plan import PlannedStep
+from .commands import PlannedStep
+from .session import HostSession
 from .transport import TransportError
 
 ESCALATE = {"opcache_reset": "fpm_reload"}
@@ -258,56 +259,31 @@ def _record(runner, host, pipeline, ev, result):
 
 # ---------------------------------------------------------------------------- one host, outside a deploy
 
-def lock_step(ctx, operator):
-    """The deploy lock (plan.lock, action "heal"), refused when the deploy path does not exist:
-    `fab heal` on a wrong host must not create directories there."""
-    check = ctx.cmd("test -d {} || {{ echo 'deploy path '{}' does not exist: nothing deployed to heal'; exit 1; }}",
-                    ctx.paths.root, ctx.paths.root, desc="check the deploy path")
-    step = planner.lock(ctx, operator, action="heal")
-    return PlannedStep(step.name, step.kind, [check] + list(step.commands))
-
-
-def heal_host(host, pipeline, operator, emit, attempts=2, connect=None, layout=None):
+def heal_host(host, pipeline, operator, emit, attempts=2, layout=None):
     """`fab heal` for one host: connect, take the deploy lock, heal, release the lock.
 
     Never raises for host-side problems: they end in the result's state (healed, healthy,
     not healed, locked, unreachable).
     """
-    from .operations import _lock_text, connect as ops_connect
-
     t0 = time.monotonic()
     result = HealResult(host.name)
-    try:
-        transport = (connect or ops_connect)(host)
-    except TransportError as exc:
-        result.state, result.message = UNREACHABLE, str(exc)
-        return result
-    runner = Runner(transport, host, emit)
     ctx = StepContext(host, pipeline, "-")
-    locked = False
     try:
-        res = runner.run([lock_step(ctx, operator)])
-        if res[0].status != "ok":
-            failed = res[0].failed_command
-            if failed and failed.exit_code == planner.LOCKED_EXIT:
-                result.state = LOCKED
-                result.message = "deploy lock is held: " + _lock_text(
-                    failed.output, getattr(pipeline, "lock_stale_after", None), host.name)
-            else:
-                result.state = NOT_HEALED
-                result.message = (failed.output.strip() if failed else "") or "could not take the deploy lock"
-            return result
-        locked = True
-        r = heal_detailed(runner, host, pipeline, None, emit, attempts, layout=layout)
-        r.duration = time.monotonic() - t0
-        return r
+        with HostSession(host, emit, operator, pipeline) as s:
+            res = s.run([locks.take(ctx, operator, action="heal", require_path=True)])
+            if res[0].status != "ok":
+                failed = res[0].failed_command
+                if locks.held_by_other(res[0]):
+                    result.state = LOCKED
+                    result.message = "deploy lock is held: " + locks.describe(
+                        failed.output, getattr(pipeline, "lock_stale_after", None), host.name)
+                else:
+                    result.state = NOT_HEALED
+                    result.message = (failed.output.strip() if failed else "") or "could not take the deploy lock"
+                return result
+            r = heal_detailed(s.runner, host, pipeline, None, emit, attempts, layout=layout)
+            r.duration = time.monotonic() - t0
+            return r
     except TransportError as exc:
         result.state, result.message = UNREACHABLE, str(exc)
         return result
-    finally:
-        if locked:
-            try:
-                runner.run([planner.unlock_step(host, pipeline, ctx.release, operator)])
-            except TransportError:
-                pass
-        transport.close()

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 
 from rich.console import Console
 
-from .plan import LOCKED_EXIT
+from .locks import LOCKED_EXIT
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text

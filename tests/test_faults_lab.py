@@ -247,3 +247,48 @@ def test_rollback_losing_its_connection_after_the_switch_is_needs_human(hosts, t
     assert live(hosts, "lab2") == "r1"
     assert_complete(hosts, "lab2")
     fab("unlock", "--host", "lab2", "--inventory", hosts.inventory)
+
+
+def test_rollback_never_switches_to_a_gutted_release(hosts, tmp_path):
+    r = fab("deploy", "--host", "lab1", "--inventory", hosts.inventory, "--pipeline", pipe(tmp_path, "r2.yml"),
+            "--release", "r2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    gutted = hosts.deploy_path("lab1") / "releases" / "r1"
+    import shutil
+    shutil.rmtree(gutted / "app")        # the code deleted by hand, RELEASE kept
+    assert (gutted / "RELEASE").is_file()
+    for extra in ([], ["--to", "r1"]):
+        out = tmp_path / "rb.json"
+        r = fab("rollback", "--host", "lab1", "--inventory", hosts.inventory, "--pipeline", pipe(tmp_path),
+                "--report", str(out), *extra)
+        assert r.returncode == 1, r.stdout + r.stderr
+        h = report(out)["lab1"]
+        assert h["state"] == "failed" and h["switched"] is False
+        assert "changed on disk since it was verified" in h["message"]
+        assert live(hosts, "lab1") == "r2"
+        assert not (hosts.deploy_path("lab1") / ".deploy" / "bad" / "r2").exists()
+        assert_complete(hosts, "lab1")
+        assert not (hosts.deploy_path("lab1") / ".deploy" / "lock").exists()
+
+
+def test_rollback_target_failing_verification_goes_back_to_the_live_release(hosts, tmp_path):
+    r = fab("deploy", "--host", "lab3", "--inventory", hosts.inventory, "--pipeline", pipe(tmp_path, "r2.yml"),
+            "--release", "r2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    # A same-size edit, so the manifest still matches: only verify can tell that r1 is broken now.
+    controller = hosts.deploy_path("lab3") / "releases" / "r1" / "app" / "Http" / "Controllers" / "VersionController.php"
+    text = controller.read_text()
+    assert "trim($release)" in text
+    controller.unlink()   # a new inode: the release's files are hard links shared with r2
+    controller.write_text(text.replace("trim($release)", "trim('xxxxxx')"))
+    out = tmp_path / "rb.json"
+    r = fab("rollback", "--host", "lab3", "--inventory", hosts.inventory, "--pipeline", pipe(tmp_path),
+            "--report", str(out))
+    assert r.returncode == 1, r.stdout + r.stderr
+    h = report(out)["lab3"]
+    assert h["state"] == "failed", h["message"]
+    assert "back on r2 (verified)" in h["message"] and "r1 marked bad" in h["message"]
+    assert live(hosts, "lab3") == "r2"
+    bad = hosts.deploy_path("lab3") / ".deploy" / "bad"
+    assert (bad / "r1").exists() and not (bad / "r2").exists()
+    assert_complete(hosts, "lab3")

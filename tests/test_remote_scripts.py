@@ -50,9 +50,10 @@ def run(name, *args, cwd=None):
 def make_release(root, rid, age, complete=True):
     d = root / "releases" / rid
     d.mkdir(parents=True)
+    t = time.time() - age
     if complete:
         (d / "RELEASE").write_text(rid + "\n")
-    t = time.time() - age
+        os.utime(d / "RELEASE", (t, t))   # when it was last made live
     os.utime(d, (t, t))
     return d
 
@@ -84,6 +85,18 @@ def test_prune_never_removes_current_even_when_it_is_the_oldest(tmp_path):
     run("prune.sh", "releases", root, 2)
     left = sorted(p.name for p in (root / "releases").iterdir())
     assert "r1" in left and "r4" in left
+
+
+def test_releases_are_ordered_by_when_they_were_last_live_not_by_dir_mtime(tmp_path):
+    root = layout(tmp_path, ["r1", "r2", "r3"], current="r3")
+    (root / "releases" / "r1" / "junk").write_text("x")   # touches r1's dir, not its RELEASE
+    (root / "releases" / "r1" / "junk").unlink()
+    out = run("state.sh", root, "releases").stdout.splitlines()
+    assert [l.split()[1] for l in out if l.startswith("RELEASE ")] == ["r3", "r2", "r1"]
+    # A rollback to r1 makes it the most recently live one.
+    (root / "releases" / "r1" / "RELEASE").write_text("r1\n")
+    out = run("state.sh", root, "releases").stdout.splitlines()
+    assert [l.split()[1] for l in out if l.startswith("RELEASE ")][0] == "r1"
 
 
 def test_prune_snapshots_keeps_keep_minus_one(tmp_path):

@@ -2,8 +2,9 @@
 # prune.sh releases DEPLOY_PATH KEEP     keep the KEEP newest releases
 # prune.sh snapshots DEPLOY_PATH KEEP    in place: keep the KEEP-1 newest snapshots
 #
-# Newest first by mtime (ids may be git shas, which do not sort). Never the live release, and
-# always the newest good (not marked bad) release besides it: the rollback target.
+# Most recently live first (the mtime of each release's RELEASE file, written whenever it is
+# made live; a build that never went live: its dir's), as state.sh lists them. Never the live
+# release, and always the newest good (not marked bad) release besides it: the rollback target.
 set -u
 mode=$1 root=$2 keep=$3
 case $mode in
@@ -12,8 +13,11 @@ releases)
     cur=$(readlink "$root/current" 2>/dev/null)
     cur=${cur##*/}
     n=0 good=
-    # shellcheck disable=SC2012 # newest first by mtime: only ls sorts so
-    ls -1t | while IFS= read -r r; do
+    for r in *; do
+        [ -d "$r" ] || continue
+        if [ -f "$r/RELEASE" ]; then t=$(stat -c %Y "$r/RELEASE"); else t=$(stat -c %Y "$r"); fi
+        echo "$t $r"
+    done | sort -rn -k1,1 | while read -r _ r; do
         [ "$r" = "$cur" ] && continue
         n=$((n + 1))
         if [ "$n" -lt "$keep" ]; then
@@ -24,7 +28,7 @@ releases)
             good=1
             continue
         fi
-        rm -rf -- "$r" && rm -f -- "$root/.deploy/bad/$r" && echo "pruned $r"
+        rm -rf -- "$r" && rm -f -- "$root/.deploy/bad/$r" "$root/.deploy/manifests/$r" && echo "pruned $r"
     done
     ;;
 snapshots)

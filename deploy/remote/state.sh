@@ -4,7 +4,7 @@
 # What is on the host, one tagged line each (parsed by deploy/operations/state.py):
 #   NOPATH                         the deploy path does not exist
 #   CURRENT <link or id>           releases: what current points to; in place: the RELEASE file
-#   RELEASE <id> <mtime> complete|incomplete   newest first (in place: the snapshots)
+#   RELEASE <id> <when> complete|incomplete   most recently live first (in place: the snapshots)
 #   BAD <id> <reason>
 #   LOCK <info...> AGE <seconds>s
 #   HISTORY <json line>            the last 20 lines of .deploy/history.jsonl
@@ -18,10 +18,18 @@ else
     echo "CURRENT $(readlink current)"
     dir=releases
 fi
-# shellcheck disable=SC2012 # newest first by mtime: only ls sorts so
-ls -1t "$dir" 2>/dev/null | while IFS= read -r r; do
-    if [ -f "$dir/$r/RELEASE" ]; then done=complete; else done=incomplete; fi
-    echo "RELEASE $r $(stat -c %Y "$dir/$r") $done"
+# Most recently live first: a release's RELEASE file is written each time it is made live
+# (activate), so its mtime says when; a build that never went live has none (its dir's mtime).
+# Not the dir's own mtime: deleting or adding a file at the top of a release changes that.
+for r in "$dir"/*; do
+    [ -d "$r" ] || continue
+    if [ -f "$r/RELEASE" ]; then
+        echo "$(stat -c %Y "$r/RELEASE") ${r##*/} complete"
+    else
+        echo "$(stat -c %Y "$r") ${r##*/} incomplete"
+    fi
+done | sort -rn -k1,1 | while read -r when id complete; do
+    echo "RELEASE $id $when $complete"
 done
 for b in .deploy/bad/*; do
     [ -f "$b" ] || continue

@@ -3,8 +3,10 @@
 rename(2) replaces the link in one step, so a request sees the old or the new release, never none.
 """
 
-KIND = "activate"
-ON_ROLLBACK = True
+from . import SWITCH, Kind
+
+KIND = Kind("activate", order=60, phase=SWITCH, on_rollback=True,
+            summary="switch current to the new release in one atomic rename")
 
 
 def parse(section):

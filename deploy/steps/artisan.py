@@ -6,8 +6,10 @@ ignores failed unlinks, so the aggregate commands are refused here.
 
 import shlex
 
-KIND = "artisan"
-ON_ROLLBACK = False
+from . import BUILD, Kind
+
+KIND = Kind("artisan", order=50, phase=BUILD,
+            summary="rebuild Laravel's caches, one command at a time, each exit code checked")
 DEFAULT = ["config:cache", "route:cache", "view:cache", "event:cache"]
 REFUSED = {"optimize", "optimize:clear"}
 

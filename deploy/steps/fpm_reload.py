@@ -7,9 +7,10 @@ keeps the next step from hitting a pool that is still restarting.
 from .. import fpmctl
 from ..commands import Raw
 from ..errors import ConfigError
+from . import ANY, Kind
 
-KIND = "fpm_reload"
-ON_ROLLBACK = True
+KIND = Kind("fpm_reload", order=80, phase=ANY, on_rollback=True, resets_pool=True, healable=True,
+            summary="reload PHP-FPM gracefully and wait until the pool answers")
 
 
 def parse(section):

@@ -6,9 +6,10 @@ survives resets and reloads (FACTS).
 """
 
 from .. import fpmctl
+from . import ANY, Kind
 
-KIND = "opcache_reset"
-ON_ROLLBACK = True
+KIND = Kind("opcache_reset", order=70, phase=ANY, on_rollback=True, resets_pool=True, healable=True,
+            summary="reset OPCache inside the PHP-FPM pool and prove it by its counters")
 
 
 def parse(section):

@@ -7,9 +7,10 @@ Never `chown -R` the whole tree to the web user (the incident's fix): that lets 
 import posixpath
 
 from ._paths import relative_paths
+from . import BUILD, Kind
 
-KIND = "ownership"
-ON_ROLLBACK = False
+KIND = Kind("ownership", order=30, phase=BUILD,
+            summary="code read-only for the web user; only storage/ and bootstrap/cache writable by it")
 MODES = ("acl", "chown")
 
 
@@ -21,10 +22,8 @@ def parse(section):
 
 
 def _shared_files(ctx):
-    for step in ctx.pipeline.steps:
-        if step.kind == "shared":
-            return step.settings["files"]
-    return []
+    shared = ctx.pipeline.first("shared")
+    return shared.settings["files"] if shared else []
 
 
 def plan(settings, ctx):

@@ -6,9 +6,9 @@ marked secret (or read from the controller's environment with from_env) print as
 
 from .. import envvars
 from ..commands import Raw
+from . import ANY, Kind
 
-KIND = "run"
-ON_ROLLBACK = False
+KIND = Kind("run", order=100, phase=ANY, summary="your own commands")
 
 
 def parse(section):

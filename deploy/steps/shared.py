@@ -3,9 +3,9 @@
 import posixpath
 
 from ._paths import relative_paths
+from . import BUILD, Kind
 
-KIND = "shared"
-ON_ROLLBACK = False
+KIND = Kind("shared", order=20, phase=BUILD, summary="link storage/ and .env from shared/ into the release")
 
 
 def parse(section):

@@ -4,8 +4,11 @@ import shlex
 import sys
 from pathlib import Path
 
-KIND = "sync"
-ON_ROLLBACK = False
+from . import BUILD, Kind
+
+KIND = Kind("sync", order=10, phase=BUILD, ships_code=True,
+            summary="copy the code into a new release dir, sending only changed files")
+
 
 # Never shipped, whatever the pipeline says: RELEASE is written per release, and cache files
 # would be hard-linked from the live release (--link-dest) and then rewritten in place by

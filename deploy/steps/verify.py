@@ -6,9 +6,11 @@ is not a success.
 
 from .. import fpmctl, remote
 from ..errors import ConfigError
+from . import ANY, Kind
 
-KIND = "verify"
-ON_ROLLBACK = True
+KIND = Kind("verify", order=90, phase=ANY, on_rollback=True, healable=True,
+            summary="the health URL answers with the new release id, and the pool runs no stale code")
+
 
 def parse(section):
     interval = section.get("interval", (int, float), 0.5)
