@@ -7,6 +7,7 @@ A step module has:
   ON_ROLLBACK  whether the step is re-planned for the previous release when rolling back
 """
 
-from . import activate, artisan, fpm_reload, opcache_reset, ownership, run, shared, sync, verify
+from . import activate, artisan, composer, fpm_reload, opcache_reset, ownership, run, shared, sync, verify
 
-KINDS = {m.KIND: m for m in (sync, shared, ownership, artisan, activate, opcache_reset, fpm_reload, verify, run)}
+KINDS = {m.KIND: m for m in (sync, shared, ownership, composer, artisan, activate, opcache_reset, fpm_reload, verify,
+                             run)}
