@@ -11,8 +11,8 @@ Everything of a host lives in ``{root}/lab{i}/``; the client key and ``known_hos
 shared by all hosts live in ``{root}/ssh/``. ``up()`` writes an inventory YAML that the
 deploy tool reads. ``down()`` stops every daemon started under a root, by pid file.
 
-Only the standard library (and nothing from other ``deploy.*`` modules) is used, so this
-module can run before the rest of the tool exists. Must run as root (sshd, nginx
+Only the standard library and the lab's own ``services`` module (the app stack) are used:
+nothing from the rest of the tool. Must run as root (sshd, nginx
 ``user www-data``, FPM pools switching to www-data).
 
 CLI: ``python -m deploy.lab up [N] [--root R] [--inventory F] ...``,

@@ -38,7 +38,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
-from .hosts import (START_TIMEOUT, WEB_USER, LabError, _alive, _cmdline, _daemon_pid, _kill_wait, _log,
+from .hosts import (START_TIMEOUT, WEB_USER, LabError, _alive, _cmdline, _daemon_pid, _log,
                     _mkdir, _port_open, _run_daemon, _stop, _tail, _wait, _write)
 
 MARIADBD = "/usr/sbin/mariadbd"
