@@ -430,3 +430,46 @@ def test_measure_fresh_install_against_vendor_reuse(the_lab, deployed, tmp_path)
     if os.environ.get("COMPOSER_TIMINGS"):
         Path(os.environ["COMPOSER_TIMINGS"]).write_text(json.dumps(TIMINGS, indent=2) + "\n")
     print(json.dumps(TIMINGS))
+
+
+def test_in_place_composer_keeps_vendor_and_the_snapshots_autoloader(the_lab, deployed, tmp_path):
+    """strategy: in-place with a composer step: sync's --delete must not remove the vendor/ built on
+    the host, and composer must not rewrite the autoloader files the snapshot shares (hard links)."""
+    the_lab.wipe("lab1")
+    tree = the_lab.deploy_path("lab1") / "current"      # a real directory: nginx serves it as is
+    tree.mkdir()
+    inv = write(tmp_path / "inplace.yml", Path(the_lab.inventory).read_text().replace(
+        f"deploy_path: {the_lab.deploy_path('lab1')}\n", f"deploy_path: {tree}\n"))
+    p = str(write(tmp_path / "ip.yml", f"""
+        remediate: false
+        source: {PROJECT / 'sample-app'}
+        strategy: in-place
+        steps:
+          - sync
+          - ownership
+          - composer
+          - artisan: {{commands: [config:cache, route:cache]}}
+          - activate
+          - opcache_reset
+          - verify: {{timeout: 10, interval: 0.25}}
+    """))
+
+    def run(release):
+        report = tmp_path / f"{release}.json"
+        r = fab("deploy", "--host", "lab1", "--inventory", str(inv), "--pipeline", p, "--release", release,
+                "--report", str(report))
+        assert r.returncode == 0, r.stdout + r.stderr
+        return composer_output(report)[1]
+
+    run("i1")
+    assert the_lab.get("lab1") == (200, "i1")
+    autoload = {f: hashlib.sha256((tree / f).read_bytes()).hexdigest()
+                for f in ["vendor/autoload.php"] + [f"vendor/composer/{x}" for x in os.listdir(tree / "vendor/composer")]}
+    outputs = run("i2")
+    assert the_lab.get("lab1") == (200, "i2")
+    assert (tree / "vendor" / "autoload.php").is_file()          # sync did not delete it
+    assert outputs[1].startswith("vendor/ is already in the release: ") and "Nothing to install" in outputs[2]
+    snap = tree / ".deploy" / "snapshots" / "i1"
+    assert {f: hashlib.sha256((snap / f).read_bytes()).hexdigest() for f in autoload} == autoload
+    for f in autoload:
+        assert os.stat(snap / f).st_ino != os.stat(tree / f).st_ino
