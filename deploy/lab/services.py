@@ -403,7 +403,10 @@ def up(root: Path, hosts: list[dict], db_port: int, redis_port: int, workers_use
             want["db_port"], want["redis_port"]):
         raise LabError(f"the lab's stack is running on db port {old['db_port']} / redis port {old['redis_port']}, "
                        f"not {want['db_port']} / {want['redis_port']}: run down(root={str(root)!r}) first")
-    pwd.getpwnam(workers_user)  # KeyError here is a clear enough "no such user"
+    try:
+        pwd.getpwnam(workers_user)
+    except KeyError:
+        raise LabError(f"no user {workers_user!r} to run the workers as (workers_user)") from None
     _write(Path(p["state_file"]), json.dumps(want, indent=2, sort_keys=True) + "\n")
     started = []
     if not running["db"]:
