@@ -4,7 +4,6 @@ temporary release dirs. No SSH here; the real deploys are in tests/test_stack_la
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
