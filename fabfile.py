@@ -81,13 +81,22 @@ def heal(c, host, inventory=None, pipeline=None, json=False, attempts=2):
     _done(cli_health.heal(host, inventory, pipeline, as_json=json, attempts=int(attempts)))
 
 
-@task(help={"hosts": "how many sandbox hosts (default 3)"})
-def lab_up(c, hosts=3):
-    """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host; writes hosts/lab.yml."""
+@task(help={"hosts": "how many sandbox hosts (default 3)",
+            "stack": "also the app stack (default on; --no-stack skips it): one MariaDB and one Redis for the lab, "
+                     "a supervisord per host running the queue workers and the scheduler"})
+def lab_up(c, hosts=3, stack=True):
+    """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host, and the app stack; writes hosts/lab.yml."""
     from deploy import lab
     lab.ensure_packages()
-    for h in lab.up(int(hosts)):
+    started = lab.up(int(hosts), stack=stack)
+    for h in started:
         print(f"{h['name']}: ssh 127.0.0.1:{h['ssh_port']}  http://127.0.0.1:{h['http_port']}/version  {h['deploy_path']}")
+        if h["stack"]:
+            print(f"      workers: {h['stack']['supervisor']['restart']}")
+    if started[-1]["stack"]:
+        db, redis = started[-1]["stack"]["db"], started[-1]["stack"]["redis"]
+        print(f"stack: mariadb 127.0.0.1:{db['port']} (database {db['database']}, user {db['username']}, "
+              f"password in {db['conf'].rsplit('/', 1)[0]}/credentials.json)  redis 127.0.0.1:{redis['port']}")
 
 
 @task(help={"purge": "also delete the sandbox directory (/srv/lab)"})

@@ -1,8 +1,10 @@
 """Shared test helpers: write YAML files, run `fab` as a user would."""
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -27,6 +29,17 @@ def write(path, text):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(textwrap.dedent(text).lstrip("\n"))
     return path
+
+
+def composer_install(app_dir):
+    """vendor/ for a copy of the sample app installed by hand (what the pipeline's composer step does)."""
+    home = tempfile.mkdtemp(prefix="composer-home-")
+    try:
+        r = subprocess.run(["composer", "install", "--no-dev", "--optimize-autoloader", "--no-interaction", "--quiet"],
+                           cwd=app_dir, capture_output=True, text=True, timeout=120, env=dict(os.environ, COMPOSER_HOME=home))
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+    assert r.returncode == 0, f"composer install in {app_dir}: {r.stdout}{r.stderr}"
 
 
 def fab(*args, timeout=300, env=None):

@@ -20,6 +20,7 @@ steps:
   - sync
   - shared
   - ownership
+  - composer
   - artisan:
       commands: {artisan}
   - activate

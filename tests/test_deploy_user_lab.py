@@ -54,6 +54,7 @@ def pipe(tmp_path, source=None):
           - sync
           - shared
           - ownership
+          - composer
           - artisan: {{commands: [config:cache, route:cache, view:cache, event:cache]}}
           - activate
           - opcache_reset

@@ -27,6 +27,7 @@ steps:
   - sync
   - shared
   - ownership
+  - composer
   - artisan: {{commands: [config:cache, route:cache]}}
 {before}
   - activate

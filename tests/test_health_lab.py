@@ -28,7 +28,7 @@ from deploy import operations as ops
 from deploy import plan as planner
 from deploy.executor import Runner
 from deploy.report import Reporter
-from helpers import slot_port, slot_root
+from helpers import composer_install, slot_port, slot_root
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = os.environ.get("HEALTH_LAB_ROOT", slot_root("/srv/labhealth"))
@@ -281,6 +281,7 @@ def test_heal_a_host_no_deploy_touched(labh):
     shutil.rmtree(app / ".deploy", ignore_errors=True)
     rel.parent.mkdir(parents=True)
     subprocess.run(["cp", "-a", str(REPO / "sample-app"), str(rel)], check=True)
+    composer_install(rel)
     (rel / "RELEASE").write_text("hand1\n")
     writable = [str(rel / "storage"), str(rel / "bootstrap" / "cache")]
     subprocess.run(["setfacl", "-R", "-m", "u:www-data:rwX,d:u:www-data:rwX", *writable], check=True)
@@ -363,6 +364,7 @@ keep_releases: 3
 steps:
   - sync
   - ownership
+  - composer
   - artisan: {{commands: [config:cache, route:cache, view:cache]}}
   - activate
   - verify: {{timeout: 3}}

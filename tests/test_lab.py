@@ -6,18 +6,17 @@ clash with a lab started by `fab lab.up` (/srv/lab, 2200+i, 8000+i). Needs root.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers import slot_port, slot_root
+from helpers import composer_install, slot_port, slot_root
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_APP = REPO / "sample-app"
@@ -33,12 +32,9 @@ pytestmark = pytest.mark.skipif(
 
 
 def _load_lab():
-    # Loaded by path: deploy/lab/hosts.py needs nothing from the rest of the deploy package.
-    spec = importlib.util.spec_from_file_location("lab_under_test", REPO / "deploy" / "lab" / "hosts.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    # deploy/lab/ needs nothing from the rest of the deploy package (deploy/__init__.py is empty);
+    # hosts.py uses its sibling services.py for the app stack, so it loads as part of deploy.lab.
+    return importlib.import_module("deploy.lab.hosts")
 
 
 lab = _load_lab()
@@ -63,6 +59,7 @@ def install_release(deploy_path: str, release: str) -> Path:
     rel.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(rel, ignore_errors=True)
     run(["cp", "-a", str(SAMPLE_APP), str(rel)]).check_returncode()
+    composer_install(rel)
     (rel / "RELEASE").write_text(release + "\n")
     writable = [str(rel / "storage"), str(rel / "bootstrap" / "cache")]
     run(["setfacl", "-R", "-m", "u:www-data:rwX", *writable]).check_returncode()
@@ -255,6 +252,7 @@ def test_sample_app_artisan_with_symlinked_storage_and_env(tmp_path):
     shared = tmp_path / "shared"
     app.parent.mkdir()
     run(["cp", "-a", str(SAMPLE_APP), str(app)]).check_returncode()
+    composer_install(app)
     shared.mkdir()
     shutil.move(str(app / "storage"), str(shared / "storage"))
     (app / "storage").symlink_to(shared / "storage")

@@ -11,8 +11,8 @@ Everything of a host lives in ``{root}/lab{i}/``; the client key and ``known_hos
 shared by all hosts live in ``{root}/ssh/``. ``up()`` writes an inventory YAML that the
 deploy tool reads. ``down()`` stops every daemon started under a root, by pid file.
 
-Only the standard library (and nothing from other ``deploy.*`` modules) is used, so this
-module can run before the rest of the tool exists. Must run as root (sshd, nginx
+Only the standard library and the lab's own ``services`` module (the app stack) are used:
+nothing from the rest of the tool. Must run as root (sshd, nginx
 ``user www-data``, FPM pools switching to www-data).
 
 CLI: ``python -m deploy.lab up [N] [--root R] [--inventory F] ...``,
@@ -56,6 +56,14 @@ PACKAGES = [
     "curl",
     "sudo",  # for hosts whose deploy user is not root (sudo -n for setfacl and the FPM reload)
     "chromium",  # headless, for the tests of the HTML report (tests/test_htmlreport_lab.py)
+    # the app stack (services.py) and what the sample app needs from it
+    "mariadb-server",
+    "mariadb-client",
+    "redis-server",
+    "supervisor",
+    "composer",
+    "php8.2-mysql",
+    "php8.2-redis",
 ]
 # binaries we call, and the package that brings each one
 BINARIES = {
@@ -65,6 +73,11 @@ BINARIES = {
     SSHD: "openssh-server",
     PHP_FPM: "php8.2-fpm",
     NGINX: "nginx",
+    "/usr/sbin/mariadbd": "mariadb-server",
+    "/usr/bin/mariadb": "mariadb-client",
+    "/usr/bin/redis-server": "redis-server",
+    "/usr/bin/supervisord": "supervisor",
+    "composer": "composer",
 }
 
 START_TIMEOUT = 10.0
@@ -238,7 +251,7 @@ def _kill_wait(pids: list[int], sig=signal.SIGTERM, timeout: float = STOP_TIMEOU
         time.sleep(0.02)
 
 
-def _run_daemon(argv: list[str], logfile: Path) -> None:
+def _run_daemon(argv: list[str], logfile: Path, env: dict | None = None) -> None:
     """Run a self-daemonizing program; its output goes to logfile (never to our pipes)."""
     with open(logfile, "ab") as log:
         log.write(f"--- {time.strftime('%F %T')} {' '.join(argv)}\n".encode())
@@ -250,6 +263,7 @@ def _run_daemon(argv: list[str], logfile: Path) -> None:
             stderr=log,
             start_new_session=True,
             timeout=30,
+            env=env,
         )
     if proc.returncode != 0:
         raise LabError(f"{' '.join(argv)} exited {proc.returncode}:\n{_tail(logfile)}")
@@ -787,13 +801,21 @@ def up(
     http_base: int = 8000,
     validate_timestamps: int = 0,
     realpath_root: bool = True,
+    stack: bool = False,
+    db_port: int | None = None,
+    redis_port: int | None = None,
+    workers_user: str = WEB_USER,
 ) -> list[dict]:
     """Start lab1..lab{n} under root (idempotent) and write the inventory.
 
     A daemon that is already running is left alone; only dead ones are (re)started.
     A host whose daemons run on other ports than asked is an error (run down() first).
+    With stack, also the app stack (services.py): one MariaDB on db_port and one Redis on
+    redis_port for the lab, a supervisord per host running the queue workers and the
+    scheduler as workers_user, and each host's first shared/.env.
     Returns one dict per host listed in the inventory (1..n plus any other running host).
     """
+    from . import services
     _require_root()
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -849,34 +871,41 @@ def up(
             hosts.append(h)
 
         _write_known_hosts(rootp, hosts)
+        if stack:
+            services.up(rootp, hosts, db_port or services.DB_PORT, redis_port or services.REDIS_PORT, workers_user)
         if inventory:
             path = _write_inventory(inventory, rootp, hosts)
             _log(f"inventory {path}")
     for h in hosts:
         h.update({f"{k}_pid": v for k, v in _pids(h).items()})
+        h["stack"] = services.info(rootp, h)
     _log(f"up: {len(hosts)} host(s) ready in {time.monotonic() - t0:.2f}s")
     return hosts
 
 
 def down(root: str = DEFAULT_ROOT, purge: bool = False) -> list[str]:
-    """Stop every nginx, php-fpm and sshd master of the lab under root.
+    """Stop every nginx, php-fpm and sshd master of the lab under root, and its app stack
+    (every host's supervisord and its workers, Redis, the database) if it has one.
 
     Stops by pid file (checked against the process's command line), then also any
     lab master of this root found in /proc whose pid file was lost. SSH sessions
     (children of a lab sshd) are ended too. With purge, removes the root directory
     (only if it is a lab root, i.e. holds the .lab-root marker). Returns what was stopped.
     """
+    from . import services
+
     _require_root()
     rootp = Path(root).resolve()
     if not rootp.exists():
         return []
     stopped = []
     with _locked(rootp):
+        stopped += services.down(rootp, [_paths(rootp, i) for i in _existing_indexes(rootp)])
         for i in _existing_indexes(rootp):
             h = _paths(rootp, i)
             for what in _stop_host(h):
                 stopped.append(f"lab{i}:{what}")
-        stray = _stray_masters(rootp)
+        stray = _stray_masters(rootp) + services.stray_pids(rootp)
         if stray:
             _kill_wait(stray + [d for p in stray for d in _descendants(p)])
             stopped += [f"pid {p}" for p in stray]
@@ -907,7 +936,17 @@ def host_info(name: str, root: str = DEFAULT_ROOT) -> dict:
     h.update({f"{k}_pid": v for k, v in pids.items()})
     h["fpm_workers"] = _children(pids["fpm"]) if pids["fpm"] else []
     h["nginx_workers"] = _children(pids["nginx"]) if pids["nginx"] else []
+    from . import services
+
+    h["stack"] = services.info(Path(h["root"]), h)
     return h
+
+
+def supervisorctl(name: str, root: str = DEFAULT_ROOT) -> list[str]:
+    """argv prefix of supervisorctl for the host's supervisord, e.g. + ["restart", "app:*"]."""
+    from . import services
+
+    return services.supervisorctl_argv(_get_host(name, root))
 
 
 def hosts(root: str = DEFAULT_ROOT) -> list[dict]:
@@ -1110,6 +1149,10 @@ def main(argv: list[str] | None = None) -> int:
     pu.add_argument("--validate-timestamps", type=int, default=0)
     pu.add_argument("--document-root", action="store_true", help="nginx passes $document_root (the symlink fault)")
     pu.add_argument("--ensure-packages", action="store_true")
+    pu.add_argument("--stack", action="store_true", help="also the app stack: MariaDB, Redis, supervisord per host")
+    pu.add_argument("--db-port", type=int, default=None, help="the stack's MariaDB port (default 3307)")
+    pu.add_argument("--redis-port", type=int, default=None, help="the stack's Redis port (default 6380)")
+    pu.add_argument("--workers-user", default=WEB_USER, help="user of the queue workers and the scheduler")
     pd = sub.add_parser("down", help="stop all lab daemons under root")
     pd.add_argument("--root", default=DEFAULT_ROOT)
     pd.add_argument("--purge", action="store_true")
@@ -1120,7 +1163,8 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "up":
             if a.ensure_packages:
                 ensure_packages()
-            hs = up(a.n, a.root, a.inventory, a.ssh_base, a.http_base, a.validate_timestamps, not a.document_root)
+            hs = up(a.n, a.root, a.inventory, a.ssh_base, a.http_base, a.validate_timestamps, not a.document_root,
+                    stack=a.stack, db_port=a.db_port, redis_port=a.redis_port, workers_user=a.workers_user)
             for h in hs:
                 print(f"{h['name']}\tssh {h['ssh_port']}\thttp {h['http_port']}\t{h['deploy_path']}")
         elif a.cmd == "down":
@@ -1131,6 +1175,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"{h['name']}\tssh {h['ssh_port']} pid {h['sshd_pid']}\tfpm pid {h['fpm_pid']}\t"
                     f"http {h['http_port']} pid {h['nginx_pid']}\trealpath_root={h['realpath_root']}\t"
                     f"validate_timestamps={h['pool']['validate_timestamps']}"
+                    + (f"\tsupervisord pid {h['stack']['supervisor']['pid']}\tdb {h['stack']['db']['port']} pid "
+                       f"{h['stack']['db']['pid']}\tredis {h['stack']['redis']['port']} pid {h['stack']['redis']['pid']}"
+                       if h["stack"] else "")
                 )
     except LabError as e:
         print(f"lab: {e}", file=sys.stderr)

@@ -39,6 +39,8 @@ def remote_spec(host, path):
 # In place, these live in the tree and must survive: excluded paths are also protected from
 # --delete.
 IN_PLACE_PROTECT = ["/.deploy", "/storage", "/.env"]
+# ...and vendor/ when a composer step builds it on the host (it is not in the source).
+COMPOSER_PROTECT = ["/vendor"]
 
 
 def plan(settings, ctx):
@@ -48,7 +50,8 @@ def plan(settings, ctx):
     if ctx.in_place:
         # --checksum --no-times: only changed content is written, and it gets a fresh mtime,
         # so the pool probe can tell which cached scripts went stale.
-        excludes = IN_PLACE_PROTECT + excludes
+        built_here = COMPOSER_PROTECT if any(s.kind == "composer" for s in ctx.pipeline.steps) else []
+        excludes = IN_PLACE_PROTECT + built_here + excludes
         template = ("rsync --archive --no-times --omit-dir-times --checksum --no-owner --no-group --delete"
                     " --secluded-args --stats --chmod=go-w,Dgo+rx,Fgo+r" + " --exclude={}" * len(excludes) + " -e {} {} {}")
         args = [*excludes, ssh_command(host), source, remote_spec(host, ctx.release_dir)]

@@ -1,26 +1,18 @@
 <?php
 
 /*
-| Autoloading without Composer.
+| Autoloading: Debian's Laravel plus Composer's vendor/.
 |
 | Debian's php-laravel-framework ships Laravel 8.83 under /usr/share/php/Illuminate
 | together with its dependencies (Symfony, Monolog, phpdotenv, Carbon, ...), each with
-| its own autoload.php. The application's own classes (App\ -> app/) are loaded by the
-| PSR-4 style loader below.
+| its own autoload.php: Laravel is not installed by Composer here (no Packagist).
+|
+| vendor/ is built by `composer install` from composer.lock (the deploy's composer step,
+| or CI): it autoloads the app's own classes (App\ -> app/) and its packages
+| (lab/release-stamp, from the path repository packages/). Without vendor/ the app
+| cannot start, on purpose: a release that was never built must fail loudly.
 */
 
 require_once '/usr/share/php/Illuminate/autoload.php';
 
-spl_autoload_register(function ($class) {
-    $prefix = 'App\\';
-
-    if (strncmp($class, $prefix, strlen($prefix)) !== 0) {
-        return;
-    }
-
-    $file = dirname(__DIR__).'/app/'.str_replace('\\', '/', substr($class, strlen($prefix))).'.php';
-
-    if (is_file($file)) {
-        require $file;
-    }
-});
+require __DIR__.'/../vendor/autoload.php';

@@ -30,8 +30,13 @@ return [
     // Log a debug line per /version request (App\Listeners\LogReleaseServed).
     'log_release_served' => (bool) env('LOG_RELEASE_SERVED', false),
 
+    // Which host this copy runs on, recorded with each job and scheduled run (the lab's
+    // hosts share one machine, so gethostname() cannot tell them apart).
+    'instance' => env('APP_INSTANCE', gethostname()),
+
     /*
-    | Service providers. No package discovery (no Composer), so everything is listed.
+    | Service providers. No package discovery (Laravel is Debian's, not Composer's), so
+    | everything is listed.
     | The console kernel needs Bus, Cache, Database, Queue, Pipeline, Translation,
     | Validation, Hashing, ConsoleSupport, Filesystem, Encryption and View, or artisan
     | fails with "Target class [queue.listener] does not exist".
@@ -49,6 +54,7 @@ return [
         Illuminate\Pagination\PaginationServiceProvider::class,
         Illuminate\Pipeline\PipelineServiceProvider::class,
         Illuminate\Queue\QueueServiceProvider::class,
+        Illuminate\Redis\RedisServiceProvider::class,
         Illuminate\Session\SessionServiceProvider::class,
         Illuminate\Translation\TranslationServiceProvider::class,
         Illuminate\Validation\ValidationServiceProvider::class,
@@ -68,6 +74,8 @@ return [
         'Event' => Illuminate\Support\Facades\Event::class,
         'File' => Illuminate\Support\Facades\File::class,
         'Log' => Illuminate\Support\Facades\Log::class,
+        'Queue' => Illuminate\Support\Facades\Queue::class,
+        'Redis' => Illuminate\Support\Facades\Redis::class,
         'Request' => Illuminate\Support\Facades\Request::class,
         'Response' => Illuminate\Support\Facades\Response::class,
         'Route' => Illuminate\Support\Facades\Route::class,

@@ -16,8 +16,16 @@ return [
             'path' => storage_path('framework/cache/data'),
         ],
 
+        'redis' => [
+            'driver' => 'redis',
+            'connection' => 'cache',
+            'lock_connection' => 'default',
+        ],
+
     ],
 
+    // `php artisan queue:restart` writes its signal into this cache: hosts that share one
+    // Redis but have their own CACHE_PREFIX restart only their own workers.
     'prefix' => env('CACHE_PREFIX', 'sample_app_cache'),
 
 ];

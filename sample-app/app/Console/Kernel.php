@@ -13,21 +13,24 @@ class Kernel extends ConsoleKernel
      * @var array
      */
     protected $commands = [
-        //
+        Commands\RecordScheduleRun::class,
     ];
 
     /**
+     * Run by `php artisan schedule:work` (a supervised process on the hosts). Laravel 8 has
+     * no sub-minute scheduling: every minute is the shortest interval.
+     *
      * @param  \Illuminate\Console\Scheduling\Schedule  $schedule
      * @return void
      */
     protected function schedule(Schedule $schedule)
     {
-        //
+        $schedule->command('app:record-schedule-run')->everyMinute();
     }
 
     /**
-     * Closure commands live in routes/console.php. (No $this->load() of app/Console/Commands:
-     * that needs Composer's class map.)
+     * Closure commands live in routes/console.php. (Commands are listed in $commands above
+     * rather than discovered with $this->load(), which scans app/Console/Commands.)
      *
      * @return void
      */
