@@ -7,6 +7,7 @@ import sys
 import threading
 from pathlib import Path
 
+from . import cliargs
 from . import fleet as fleet_mod
 from . import inventory as inventory_mod
 from . import operations as ops
@@ -81,18 +82,22 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
            serial=None, max_fail=None, rollback_all=False, report=None, junit=None, reporter=None):
     reporter = reporter or Reporter()
     try:
+        # The flags first (no file is read for a bad flag), then the files, then every host's plan.
+        host = cliargs.parse_host(host)
+        inventory, pipeline, source = (cliargs.parse_path(f, v) for f, v in
+                                       (("--inventory", inventory), ("--pipeline", pipeline), ("--source", source)))
+        release = cliargs.parse_release(release)
+        parallel = cliargs.parse_count("--parallel", parallel)
+        serial = cliargs.parse_serial(serial)
+        max_fail = cliargs.parse_max_fail(max_fail)
+        report, junit = cliargs.parse_output("--report", report), cliargs.parse_output("--junit", junit)
         hosts, pipe = load(host, inventory, pipeline, source)
-        release = planner.check_release_id(release) if release else planner.new_release_id()
-        if serial:
-            serial = [int(x) if x.strip().isdigit() else x.strip() for x in str(serial).split(",") if x.strip()]
-            for item in serial:
-                pipeline_mod.check_count("--serial", item, hint="e.g. --serial 1,25%,100%")
-        if max_fail is not None:
-            max_fail = int(max_fail) if str(max_fail).isdigit() else str(max_fail)
-            pipeline_mod.check_count("--max-fail", max_fail, allow_zero=True, hint="a count (2) or a percentage (10%)")
+        release = release or planner.new_release_id()
         operator = planner.Operator.here()
         # Plan every host first: a bad setting for any host stops the run before any SSH.
         plans = {h.name: planner.deploy(h, pipe, release, operator) for h in hosts}
+        if not dry_run:  # a plan never connects; a deploy needs the key and known_hosts files
+            inventory_mod.check_controller_files(hosts)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -149,10 +154,19 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
              junit=None, reporter=None):
     reporter = reporter or Reporter()
     try:
+        host = cliargs.parse_host(host)
+        inventory, pipeline = cliargs.parse_path("--inventory", inventory), cliargs.parse_path("--pipeline", pipeline)
+        to = cliargs.parse_release(to, flag="--to")
+        parallel = cliargs.parse_count("--parallel", parallel)
+        report, junit = cliargs.parse_output("--report", report), cliargs.parse_output("--junit", junit)
         hosts, pipe = load(host, inventory, pipeline)
-        if to:
-            planner.check_release_id(to, flag="--to")
         operator = planner.Operator.here()
+        # The checks a deploy makes when it plans, before any connection: the target is known only
+        # once connected, but a placeholder id plans the same steps, so a host without fpm.reload
+        # or a missing from_env variable of an on_rollback step stops here.
+        for h in hosts:
+            planner.rollback(h, pipe, to or "previous", operator, failed="current", take_lock=True)
+        inventory_mod.check_controller_files(hosts)  # --dry-run connects too
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -190,9 +204,12 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
 def releases(host, inventory=None, pipeline=None, as_json=False, reporter=None):
     reporter = reporter or Reporter()
     try:
+        host = cliargs.parse_host(host)
+        inventory, pipeline = cliargs.parse_path("--inventory", inventory), cliargs.parse_path("--pipeline", pipeline)
         inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
         hosts = inv.select(host)
         pipe = _pipeline_or_none(pipeline)
+        inventory_mod.check_controller_files(hosts)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -210,8 +227,11 @@ def releases(host, inventory=None, pipeline=None, as_json=False, reporter=None):
 def unlock(host, inventory=None, reporter=None):
     reporter = reporter or Reporter()
     try:
+        host = cliargs.parse_host(host)
+        inventory = cliargs.parse_path("--inventory", inventory)
         inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
         hosts = inv.select(host)
+        inventory_mod.check_controller_files(hosts)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -226,6 +246,21 @@ def unlock(host, inventory=None, reporter=None):
         else:
             reporter.message(f"{r['host']}: no lock")
     return code
+
+
+def lab_up(hosts=None, reporter=None):
+    """`fab lab.up`: start (or keep) the sandbox hosts, print how to reach them."""
+    reporter = reporter or Reporter()
+    try:
+        count = cliargs.parse_count("--hosts", hosts) or 3
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_BAD_INPUT
+    from . import lab
+    lab.ensure_packages()
+    for h in lab.up(count):
+        reporter.message(f"{h['name']}: ssh 127.0.0.1:{h['ssh_port']}  http://127.0.0.1:{h['http_port']}/version  {h['deploy_path']}")
+    return EXIT_OK
 
 
 def _pipeline_or_none(pipeline):
