@@ -160,7 +160,7 @@ def _load_file(file):
     data = yamlfile.load(file)
     top = yamlfile.Section(data, file)
     defaults = top.section("defaults")
-    hosts_section = top.section("hosts", required=True)
+    hosts_section = top.section("hosts", required=True, hint="list the hosts, e.g. hosts: {prod1: {address: 10.0.0.11}}")
     groups_section = top.section("groups")
     top.done()
     _check_keys(defaults, HOST_KEYS - {"address"})

@@ -155,10 +155,10 @@ def fpm_socket(text):
 
 
 def command_name(text):
-    """One command name or path (quoted as one word): no spaces, no options."""
+    """One command name or path (quoted as one word): no spaces, options or shell syntax."""
     one_line(text)
     nonempty(text, "e.g. php8.2 or /usr/bin/php8.2")
-    if any(c.isspace() for c in text) or text.startswith("-"):
+    if not re.fullmatch(r"[A-Za-z0-9._+/][A-Za-z0-9._+/-]*", text):
         raise Invalid(f"must be one command name or path, got {text!r}",
                       "e.g. php8.2 or /usr/bin/php8.2 (it is quoted as one word, so options cannot go here)")
     return text

@@ -111,6 +111,8 @@ def _syntax_error(exc, path, text):
     what = (exc.problem or str(exc)).replace("<stream end>", "the end of the file")
     if "end of stream" in what:
         what = what.replace("end of stream", "end of the file")
+    if "<document start>" in what:  # text after a '...' (the end of the document)
+        what = "text after the end of the YAML document ('...'); a file holds one document"
     if start is context and context is not None and problem is not None and problem.line != context.line:
         opener = text[context.index] if context.index < len(text) else ""
         what = (f"{exc.context} ('{opener}' opened here is not closed): {what} at {path}:{_position(problem)}"
@@ -299,9 +301,9 @@ class Section:
             return default
         value = self.data[key]
         if types is int and isinstance(value, bool):
-            raise self.error(key, f"expected an integer, got {value!r}")
+            raise self.error(key, f"expected an integer, got {value!r}", hint or _example(key, types))
         if not isinstance(value, types):
-            raise self.error(key, f"expected {_type_name(types)}, got {_kind(value)} {value!r}", hint)
+            raise self.error(key, f"expected {_type_name(types)}, got {_kind(value)} {value!r}", hint or _example(key, types))
         return value
 
     def string(self, key, default=None, required=False, hint=None, rule=None, empty=False, multiline=False):
@@ -318,30 +320,31 @@ class Section:
         """Apply the value rules to one text read from `key` (a string, or an item of a list)."""
         try:
             value = values.multi_line(value) if multiline else values.one_line(value)
-            if not empty:
-                values.nonempty(value)
-            return rule(value) if rule else value
+            if rule:  # every rule refuses an empty value itself, with a hint of its own
+                return rule(value)
+            return value if empty else values.nonempty(value)
         except values.Invalid as exc:
             raise self.error(key, exc.message, exc.hint or hint) from None
 
     def integer(self, key, default=None, required=False, minimum=None):
         value = self.get(key, int, default, required)
         if value is not None and minimum is not None and value < minimum:
-            raise self.error(key, f"must be at least {minimum}, got {value}")
+            raise self.error(key, f"must be at least {minimum}, got {value}", f"a whole number >= {minimum}")
         return value
 
     def boolean(self, key, default=None):
         return self.get(key, bool, default)
 
-    def section(self, key, required=False):
+    def section(self, key, required=False, hint=None):
         self.seen.add(key)
         if key not in self.data or self.data[key] is None:
             if required:
-                raise ConfigError("missing required key", self.file, self.line, self.key_path(key))
+                raise ConfigError("missing required key", self.file, self.line, self.key_path(key),
+                                  hint or f"add '{key}:' to this section")
             return Section(LineDict(), self.file, self.key_path(key), self.line_of(key))
         value = self.data[key]
         if not isinstance(value, dict):
-            raise self.error(key, f"expected a mapping, got {_kind(value)}")
+            raise self.error(key, f"expected a mapping, got {_kind(value)}", _example(key, dict))
         return Section(value, self.file, self.key_path(key), self.line_of(key))
 
     def string_list(self, key, default=None, required=False, multiline=False):
@@ -353,7 +356,8 @@ class Section:
         items = [value] if isinstance(value, str) else value
         for item in items:
             if not isinstance(item, (str, int, float)) or isinstance(item, bool):
-                raise self.error(key, f"expected a list of strings, found {_kind(item)} {item!r}")
+                raise self.error(key, f"expected a list of strings, found {_kind(item)} {item!r}",
+                                 f"write {key}: [a, b] (quote items YAML would read as true/false or null)")
         return [self.text(key, str(item), multiline=multiline) for item in items]
 
     def done(self, allowed_hint=None):
@@ -362,6 +366,16 @@ class Section:
             key = unknown[0]
             known = ", ".join(sorted(self.seen))
             raise self.error(key, "unknown key", allowed_hint or f"known keys here: {known}")
+
+
+_EXAMPLES = {int: "a whole number, e.g. {key}: 10", float: "a number, e.g. {key}: 0.5", bool: "{key}: true or {key}: false",
+             list: "a list, e.g. {key}: [a, b]", dict: "a mapping, e.g. {key}: {{name: value}}",
+             str: "text, e.g. {key}: some-value (quote it if YAML would read it as a number, true/false or null)"}
+
+
+def _example(key, types):
+    first = types[0] if isinstance(types, tuple) else types
+    return "write " + _EXAMPLES.get(first, "{key}: VALUE").format(key=key)
 
 
 def _type_name(types):
