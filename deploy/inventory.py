@@ -164,6 +164,8 @@ def _load_file(file):
     groups_section = top.section("groups")
     top.done()
     _check_keys(defaults, HOST_KEYS - {"address"})
+    # The file's defaults are checked once, then each host's own settings on top of them.
+    base = _settings(defaults)
     hosts = {}
     for name in hosts_section.data:
         _check_name(hosts_section, name, "host")
@@ -171,11 +173,13 @@ def _load_file(file):
         if raw is None:
             raw = yamlfile.LineDict()
         if not isinstance(raw, dict):
-            raise hosts_section.error(name, "expected a mapping of host settings, e.g. {address: 10.0.0.11}")
+            raise hosts_section.error(name, "expected a mapping of host settings, e.g. {address: 10.0.0.11}",
+                                      "e.g. prod1: {address: 10.0.0.11}")
         hosts_section.seen.add(name)
-        host_section = yamlfile.Section(raw, file, f"hosts.{name}", hosts_section.line_of(name))
+        line = hosts_section.line_of(name)
+        host_section = yamlfile.Section(raw, file, f"hosts.{name}", line)
         _check_keys(host_section, HOST_KEYS)
-        hosts[name] = _build_host(name, host_section, defaults, file, hosts_section.line_of(name))
+        hosts[name] = _build_host(name, host_section, base, f"{file}:{line}")
     groups = {}
     for name in groups_section.data:
         _check_name(groups_section, name, "group")
@@ -195,74 +199,65 @@ def _check_keys(section, allowed):
             raise section.error(key, "unknown key", "known keys: " + ", ".join(sorted(allowed)))
 
 
-def _source(key, host, defaults):
-    """The section a host's value for `key` comes from: its own, else the file's defaults."""
-    return host if host.has(key) else defaults if defaults.has(key) else None
+def _policy(text):
+    if text not in HOST_KEY_POLICIES:
+        raise values.Invalid(f"unknown policy '{text}'", "use 'strict' (default) or 'accept-new'")
+    return text
 
 
-def _pick(key, host, defaults, getter, default=None, **kw):
-    """A host's own value wins over the file's defaults, which win over the tool's default."""
-    src = _source(key, host, defaults)
-    return default if src is None else getattr(src, getter)(key, **kw)
+# Host keys read the same way in `defaults` and on a host: (Section getter, its arguments).
+# Host's dataclass defaults are the tool's defaults for what neither sets.
+SETTINGS = {
+    "port": ("integer", {"minimum": 1, "maximum": 65535}),
+    "user": ("string", {"rule": values.user_name}),
+    "key": ("string", {}),
+    "known_hosts": ("string", {}),
+    "host_key_policy": ("string", {"rule": _policy}),
+    "deploy_path": ("string", {"rule": values.host_dir}),
+    "web_user": ("string", {"rule": values.user_name}),
+    "health_url": ("string", {"rule": values.http_url}),
+    "php": ("string", {"rule": values.command_name}),
+    "connect_timeout": ("integer", {"minimum": 1}),
+    "command_timeout": ("integer", {"minimum": 1}),
+}
+ORIGINS = ("key", "known_hosts", "host_key_policy")  # named by check_controller_files
 
 
-def _origin(key, host, defaults):
-    src = _source(key, host, defaults)
-    return None if src is None else (src.file, src.line_of(key), src.key_path(key))
+def _settings(section):
+    """The settings one section (a host, or a file's defaults) gives itself, checked."""
+    out = {key: getattr(section, getter)(key, **kw) for key, (getter, kw) in SETTINGS.items() if section.has(key)}
+    out = {key: value for key, value in out.items() if value is not None}
+    fpm = {}
+    if section.has("fpm"):
+        sub = section.section("fpm")
+        _check_keys(sub, FPM_KEYS)
+        fpm = {key: sub.string(key, **FPM_RULES[key]) for key in FPM_KEYS if sub.has(key)}
+    else:
+        section.seen.add("fpm")
+    out["fpm"] = {key: value for key, value in fpm.items() if value is not None}
+    out["env"] = envvars.parse(section.section("env"))
+    out["origins"] = {key: (section.file, section.line_of(key), section.key_path(key))
+                      for key in ORIGINS if key in out}
+    return out
 
 
-def _build_host(name, host, defaults, file, line):
+def _build_host(name, host, base, source):
+    """A host's own value wins over the file's defaults, which win over the tool's default;
+    fpm and env merge one level deep."""
     address = host.string("address", required=True, hint="the IP address or DNS name to connect to",
                           rule=values.address)
-    port = _pick("port", host, defaults, "integer", 22, minimum=1)
-    if port > 65535:
-        raise _source("port", host, defaults).error("port", f"port out of range: {port}", "a TCP port, 1-65535")
-    policy = _pick("host_key_policy", host, defaults, "string", "strict")
-    if policy not in HOST_KEY_POLICIES:
-        raise _source("host_key_policy", host, defaults).error(
-            "host_key_policy", f"unknown policy '{policy}'", "use 'strict' (default) or 'accept-new'")
-    fpm = _fpm(host, defaults)
-    origins = {key: _origin(key, host, defaults) for key in ("key", "known_hosts", "host_key_policy")}
-    return Host(
-        name=name,
-        address=address,
-        port=port,
-        user=_pick("user", host, defaults, "string", "deploy", rule=values.user_name),
-        key=_pick("key", host, defaults, "string"),
-        known_hosts=_pick("known_hosts", host, defaults, "string", "~/.ssh/known_hosts"),
-        host_key_policy=policy,
-        deploy_path=_pick("deploy_path", host, defaults, "string", "/var/www/app", rule=values.host_dir),
-        web_user=_pick("web_user", host, defaults, "string", "www-data", rule=values.user_name),
-        fpm=fpm,
-        health_url=_pick("health_url", host, defaults, "string", rule=values.http_url),
-        php=_pick("php", host, defaults, "string", "php", rule=values.command_name),
-        connect_timeout=_pick("connect_timeout", host, defaults, "integer", 10, minimum=1),
-        command_timeout=_pick("command_timeout", host, defaults, "integer", 600, minimum=1),
-        env={**envvars.parse(defaults.section("env")), **envvars.parse(host.section("env"))},
-        source=f"{file}:{line}",
-        origins={k: v for k, v in origins.items() if v},
-    )
+    own = _settings(host)
+    fpm = {**base["fpm"], **own["fpm"]}
+    if "socket" not in fpm:
+        raise host.error(None, "missing fpm.socket", "set fpm: {socket: /run/php/php8.x-fpm.sock} in defaults or on the host")
+    merged = {**base, **own, "fpm": Fpm(**fpm), "env": {**base["env"], **own["env"]},
+              "origins": {**base["origins"], **own["origins"]}}
+    return Host(name=name, address=address, source=source, **merged)
 
 
 FPM_RULES = {"socket": {"rule": values.fpm_socket},
              "reload": {"multiline": True},
              "file_cache": {"rule": values.host_dir}}
-
-
-def _fpm(host, defaults):
-    merged = {}
-    for section in (defaults, host):
-        if section.has("fpm"):
-            sub = section.section("fpm")
-            _check_keys(sub, FPM_KEYS)
-            for key in FPM_KEYS:
-                if sub.has(key):
-                    merged[key] = sub.string(key, **FPM_RULES[key])
-        else:
-            section.seen.add("fpm")
-    if merged.get("socket") is None:
-        raise host.error(None, "missing fpm.socket", "set fpm: {socket: /run/php/php8.x-fpm.sock} in defaults or on the host")
-    return Fpm(**{k: v for k, v in merged.items() if v is not None})
 
 
 # ---------------------------------------------------------------------------- the controller's files

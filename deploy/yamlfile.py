@@ -10,6 +10,7 @@ and key already filled in.
 """
 
 import codecs
+import os
 import re
 from pathlib import Path
 
@@ -68,14 +69,17 @@ def load(path):
 def _read_text(path):
     try:
         with open(path, "rb") as fh:
-            data = fh.read(MAX_BYTES + 1)
+            # Refused by its size before reading (st_size), and never more read than the limit
+            # (a FIFO or a device reports no size).
+            too_big = os.fstat(fh.fileno()).st_size > MAX_BYTES
+            data = b"" if too_big else fh.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError("file not found", path, hint="check the path, or pass the right --inventory/--pipeline") from None
     except IsADirectoryError:
         raise ConfigError("is a directory, not a YAML file", path, hint="pass the file itself") from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", path) from None
-    if len(data) > MAX_BYTES:
+    if too_big or len(data) > MAX_BYTES:
         raise ConfigError(f"file is larger than {MAX_BYTES // (1024 * 1024)} MiB; not read", path,
                           hint="split it: an inventory can be several files in one directory (--inventory DIR)")
     if data.startswith(codecs.BOM_UTF8):
@@ -326,10 +330,12 @@ class Section:
         except values.Invalid as exc:
             raise self.error(key, exc.message, exc.hint or hint) from None
 
-    def integer(self, key, default=None, required=False, minimum=None):
+    def integer(self, key, default=None, required=False, minimum=None, maximum=None):
         value = self.get(key, int, default, required)
         if value is not None and minimum is not None and value < minimum:
             raise self.error(key, f"must be at least {minimum}, got {value}", f"a whole number >= {minimum}")
+        if value is not None and maximum is not None and value > maximum:
+            raise self.error(key, f"out of range: {value} (at most {maximum})", f"a whole number {minimum or 0}-{maximum}")
         return value
 
     def boolean(self, key, default=None):

@@ -271,3 +271,48 @@ def test_plan_does_not_need_the_controller_files(tmp_path):
     code, stdout, stderr = run_in_process(["plan", *argv[1:]], env)
     assert code == 0, stdout + stderr
     assert "# host a" in stdout
+
+
+# ---------------------------------------------------------------------------- CLI conventions
+
+def _help_flags(task):
+    r = fab("--help", task, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    options = r.stdout.split("Options:", 1)[1]
+    return {m.group(1) for m in re.finditer(r"^\s+(--[a-z][a-z0-9-]*)", options, re.M)}
+
+
+def _documented_flags(doc, task):
+    """The flags docs/commands.md lists for TASK: in its `## fab TASK` (or ###) section, the
+    backticked flags of `Flags:` lines and of the first cell of table rows."""
+    heading = re.search(rf"^(#{{2,3}}) fab {re.escape(task)}\n", doc, re.M)
+    assert heading, f"docs/commands.md has no section '## fab {task}'"
+    level = len(heading.group(1))
+    rest = doc[heading.end():]
+    end = re.search(rf"^#{{2,{level}}} ", rest, re.M)
+    section = rest[:end.start()] if end else rest
+    flags = set()
+    for line in section.splitlines():
+        if line.startswith("Flags:"):
+            flags |= set(re.findall(r"`(--[a-z][a-z0-9-]*)[^`]*`", line))
+        elif line.startswith("| `--"):
+            flags |= set(re.findall(r"`(--[a-z][a-z0-9-]*)[^`]*`", line.split("|")[1]))
+    return flags
+
+
+def test_docs_list_exactly_the_flags_fab_help_shows():
+    doc = (PROJECT / "docs" / "commands.md").read_text()
+    listing = fab("--list", timeout=60).stdout
+    tasks = re.findall(r"^  ([a-z][a-z.]*[a-z])\s", listing, re.M)
+    assert {"deploy", "plan", "rollback", "releases", "unlock", "health", "heal", "lab.up", "lab.down"} <= set(tasks)
+    for task in tasks:
+        assert _documented_flags(doc, task) == _help_flags(task), task
+
+
+@pytest.mark.parametrize("argv", [["deploy", "--help"], ["deploy", "-h"], ["--help", "deploy"], ["-h", "rollback"],
+                                  ["plan", "--host", "a", "--help"]])
+def test_task_help_works_and_h_is_help(argv):
+    r = fab(*argv, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("Usage: fab [--core-opts] ") and "--host=STRING" in r.stdout
+    assert not re.search(r"^\s+-[a-z],", r.stdout, re.M), "task flags are long only"
