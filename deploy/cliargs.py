@@ -42,6 +42,15 @@ class Program(fabric.main.Fab):
             flag = argv[argv.index(word.group(1)) - 1] if word and word.group(1) in argv[1:] else "a flag"
             self._refuse(ConfigError(f"bad value for {flag} (an option of fab itself): {exc}",
                                      hint=_help_hint(self) + " (task flags are long: --release, --report, ...)"))
+        if len(self.tasks) > 1:  # Invoke would run them one after the other: `plan ... deploy ...`
+            names = " and ".join(t.name for t in self.tasks)
+            self._refuse(ConfigError(f"one task per command, got {names}",
+                                     hint=f"run them one at a time, e.g. fab {self.tasks[0].name} ...; "
+                                          "`fab --list` lists the tasks"))
+        if self.core.remainder:  # `fab ... -- CMD`: Fabric would run CMD on its -H hosts
+            self._refuse(ConfigError(f"unexpected '-- {self.core.remainder}': this tool runs no ad-hoc commands",
+                                     hint="put commands in a run step of the playbook (docs/pipeline.md); "
+                                          + _help_hint(self)))
         # self.core now also holds the core flags given after the task name.
         for arg in self.core[0].args.values():
             if arg.got_value and set(arg.names) & set(FABRIC_CONNECTION_FLAGS):
