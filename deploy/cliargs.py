@@ -18,7 +18,7 @@ import fabric.main
 from invoke import Exit
 from invoke.exceptions import ParseError
 
-from . import pipeline, values
+from . import pipeline
 from .errors import EXIT_BAD_INPUT, ConfigError
 from .plan import check_release_id
 
@@ -42,6 +42,11 @@ class Program(fabric.main.Fab):
             flag = argv[argv.index(word.group(1)) - 1] if word and word.group(1) in argv[1:] else "a flag"
             self._refuse(ConfigError(f"bad value for {flag} (an option of fab itself): {exc}",
                                      hint=_help_hint(self) + " (task flags are long: --release, --report, ...)"))
+        self._check_parsed()
+
+    def _check_parsed(self):
+        """What Invoke accepts but this tool must not: several tasks, `-- CMD`, Fabric's
+        connection options, core options after the task name."""
         if len(self.tasks) > 1:  # Invoke would run them one after the other: `plan ... deploy ...`
             names = " and ".join(t.name for t in self.tasks)
             self._refuse(ConfigError(f"one task per command, got {names}",
@@ -152,16 +157,6 @@ def _explain(exc, program, from_help=False):
 
 def flag_error(flag, value, message, hint=None):
     return ConfigError(f"bad {flag} value {value!r}: {message}", hint=hint)
-
-
-def checked(flag, value, rule):
-    """Apply a deploy/values.py rule to a flag's value; None (flag not given) stays None."""
-    if value is None:
-        return None
-    try:
-        return rule(value)
-    except values.Invalid as exc:
-        raise flag_error(flag, value, exc.message, exc.hint) from None
 
 
 def nonempty(flag, value, hint):

@@ -91,9 +91,11 @@ class Listeners:
             threading.Event().wait(0.01)
 
     def seen(self, port):
-        threading.Event().wait(0.05)  # let the accept loop pick up a connection made at the very end
         with self.lock:
             return self.counts[port]
+
+    def settle(self):
+        threading.Event().wait(0.1)  # let the accept loop pick up a connection made at the very end
 
     def close(self):
         self.stop = True
@@ -199,6 +201,7 @@ def results(tmp_path_factory):
     for case in CASES:
         port, argv, env = prepared[case["id"]]
         out[(case["id"], "in-process")] = run_in_process(argv, env)
+    listeners.settle()
     seen = {cid: listeners.seen(port) for cid, (port, _, _) in prepared.items()}
     listeners.close()
     return out, seen, prepared
@@ -260,6 +263,7 @@ def test_the_listener_sees_a_real_connection(tmp_path):
         argv, env = prepare({"id": "control"}, tmp_path, port)
         r = fab("releases", "--host", "a", "--inventory", argv[argv.index("--inventory") + 1], timeout=60, env=env)
         assert r.returncode == 1, r.stdout + r.stderr
+        listeners.settle()
         assert listeners.seen(port) >= 1
     finally:
         listeners.close()
