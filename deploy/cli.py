@@ -83,9 +83,8 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
     reporter = reporter or Reporter()
     try:
         # The flags first (no file is read for a bad flag), then the files, then every host's plan.
-        host = cliargs.parse_host(host)
-        inventory, pipeline, source = (cliargs.parse_path(f, v) for f, v in
-                                       (("--inventory", inventory), ("--pipeline", pipeline), ("--source", source)))
+        host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
+        source = cliargs.parse_path("--source", source)
         release = cliargs.parse_release(release)
         parallel = cliargs.parse_count("--parallel", parallel)
         serial = cliargs.parse_serial(serial)
@@ -154,8 +153,7 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
              junit=None, reporter=None):
     reporter = reporter or Reporter()
     try:
-        host = cliargs.parse_host(host)
-        inventory, pipeline = cliargs.parse_path("--inventory", inventory), cliargs.parse_path("--pipeline", pipeline)
+        host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
         to = cliargs.parse_release(to, flag="--to")
         parallel = cliargs.parse_count("--parallel", parallel)
         report, junit = cliargs.parse_output("--report", report), cliargs.parse_output("--junit", junit)
@@ -204,8 +202,7 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
 def releases(host, inventory=None, pipeline=None, as_json=False, reporter=None):
     reporter = reporter or Reporter()
     try:
-        host = cliargs.parse_host(host)
-        inventory, pipeline = cliargs.parse_path("--inventory", inventory), cliargs.parse_path("--pipeline", pipeline)
+        host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
         inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
         hosts = inv.select(host)
         pipe = _pipeline_or_none(pipeline)
@@ -227,8 +224,7 @@ def releases(host, inventory=None, pipeline=None, as_json=False, reporter=None):
 def unlock(host, inventory=None, reporter=None):
     reporter = reporter or Reporter()
     try:
-        host = cliargs.parse_host(host)
-        inventory = cliargs.parse_path("--inventory", inventory)
+        host, inventory, _ = cliargs.parse_selection(host, inventory)
         inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
         hosts = inv.select(host)
         inventory_mod.check_controller_files(hosts)

@@ -122,8 +122,7 @@ def health(host_spec, inventory=None, pipeline=None, as_json=False, reporter=Non
     """The eight checks per host; 0 when no check fails, 1 otherwise, 2 on bad input."""
     reporter = reporter or Reporter()
     try:
-        host_spec = cliargs.parse_host(host_spec)
-        inventory, pipeline = cliargs.parse_path("--inventory", inventory), cliargs.parse_path("--pipeline", pipeline)
+        host_spec, inventory, pipeline = cliargs.parse_selection(host_spec, inventory, pipeline)
         hosts, pipe, layout = _load(host_spec, inventory, pipeline)
         inventory_mod.check_controller_files(hosts)
     except ConfigError as exc:
@@ -149,8 +148,7 @@ def heal(host_spec, inventory=None, pipeline=None, as_json=False, attempts=None,
     """Heal hosts outside a deploy (under the deploy lock); 0 when every host ends settled."""
     reporter = reporter or Reporter()
     try:
-        host_spec = cliargs.parse_host(host_spec)
-        inventory, pipeline = cliargs.parse_path("--inventory", inventory), cliargs.parse_path("--pipeline", pipeline)
+        host_spec, inventory, pipeline = cliargs.parse_selection(host_spec, inventory, pipeline)
         attempts = cliargs.parse_count("--attempts", attempts) or 2
         hosts, pipe, layout = _load(host_spec, inventory, pipeline)
         inventory_mod.check_controller_files(hosts)

@@ -175,6 +175,11 @@ def parse_host(value):
     return value
 
 
+def parse_selection(host, inventory, pipeline=None):
+    """--host, --inventory and --pipeline, as every host command takes them."""
+    return parse_host(host), parse_path("--inventory", inventory), parse_path("--pipeline", pipeline)
+
+
 def parse_release(value, flag="--release"):
     """A release id given on the command line; None when the flag was not given."""
     nonempty(flag, value, f"pass {flag} ID (e.g. \"$GIT_SHA\", which must be set), or leave the flag out"

@@ -119,7 +119,8 @@ def _syntax_error(exc, path, text):
         what = "text after the end of the YAML document ('...'); a file holds one document"
     if start is context and context is not None and problem is not None and problem.line != context.line:
         opener = text[context.index] if context.index < len(text) else ""
-        what = (f"{exc.context} ('{opener}' opened here is not closed): {what} at {path}:{_position(problem)}"
+        opener = f"the quote {opener}" if opener and opener in "'\"" else f"'{opener}'"
+        what = (f"{exc.context} ({opener} opened here is not closed): {what} at {path}:{_position(problem)}"
                 if opened else f"{exc.context}: {what} at {path}:{_position(problem)}")
     hint = "fix the syntax at that line (indentation, a missing ':' or quote)"
     if problem is not None and problem.index < len(text) and text[problem.index] == "\t":
@@ -146,7 +147,7 @@ class _Builder:
         return ConfigError(message, self.file, event.start_mark.line + 1, key, hint)
 
     def build(self, parser):
-        stack = []             # frames: [container, pending key or _NO_KEY, key line, anchor, size]
+        stack = []             # frames: [container, pending key or _NO_KEY, key line, anchor, size, start event]
         root = _EMPTY = object()
         documents = 0
         try:
