@@ -1,11 +1,18 @@
-"""Fabric/Invoke tasks: thin wrappers that parse arguments and call deploy.cli.
+"""Fabric/Invoke tasks: thin wrappers that hand the flags to deploy.cli, which checks them.
 
-Run `fab --list` for the tasks and `fab --help TASK` for their flags; docs/commands.md has more.
+Run `fab --list` for the tasks and `fab --help TASK` (or `fab TASK --help`) for their flags;
+docs/commands.md has more. Flags are long only (`auto_shortflags=False`): Invoke would otherwise
+give every parameter a short flag, differing per task and taking `-h` from --help. Value flags
+default to None and arrive as text, so deploy/cli.py can tell "not given" from an empty or bad
+value and say which flag is wrong (exit 2). Argument errors Invoke finds itself (unknown flag,
+missing value) are reported the same way: deploy/cliargs.py.
 """
 
 from invoke import Collection, Exit, task
 
-from deploy import cli, cli_health
+from deploy import cli, cli_health, cliargs
+
+cliargs.adopt()
 
 
 def _done(code):
@@ -13,93 +20,89 @@ def _done(code):
         raise Exit(code=code)
 
 
-@task(help={
-    "host": "host, group, or comma-separated list of either (required)",
-    "inventory": "inventory file (default: every hosts/*.yml)",
+HOST_HELP = "host, group, or comma-separated list of either (required)"
+
+
+@task(auto_shortflags=False, help={
+    "host": HOST_HELP,
+    "inventory": "inventory file or directory (default: every hosts/*.yml)",
     "pipeline": "pipeline file (default: playbooks/laravel.yml)",
     "source": "local app directory to ship (overrides the pipeline's source)",
     "release": "release id (e.g. a git sha); default: a UTC timestamp",
     "dry-run": "print the exact plan per host and step; change nothing",
-    "parallel": "how many hosts work at once (default: pipeline's parallel, else 10)",
+    "parallel": "how many hosts work at once, >= 1 (default: pipeline's parallel, else 10)",
     "serial": "rolling batches, e.g. 1,25%,100% (default: pipeline's serial)",
     "max-fail": "failed hosts a batch tolerates, count or percentage (default: pipeline's max_fail, else 0)",
     "rollback-all": "when a batch goes over max-fail, roll back every switched host, not only that batch",
     "report": "write a JSON report to this file",
     "junit": "write a JUnit XML file",
     "html": "write a self-contained HTML report (timeline per host and step, states, commands) to this file",
-    "yes": "answer yes to confirmations (the tool never prompts without a terminal)",
+    "yes": "accepted for scripts; has no effect (the tool never prompts)",
 })
-def deploy(c, host, inventory=None, pipeline=None, source=None, release=None, dry_run=False, parallel=0,
-           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, yes=False, html=None):
+def deploy(c, host=None, inventory=None, pipeline=None, source=None, release=None, dry_run=False, parallel=None,
+           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, html=None, yes=False):
     """Deploy a release to hosts: build, switch, reset the pool, verify; roll back on failure."""
-    _done(cli.deploy(host, inventory, pipeline, source, release, dry_run, parallel or None, serial, max_fail,
+    _done(cli.deploy(host, inventory, pipeline, source, release, dry_run, parallel, serial, max_fail,
                      rollback_all, report, junit, html=html))
 
 
-@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file",
-            "pipeline": "pipeline file", "source": "local app directory", "release": "release id"})
-def plan(c, host, inventory=None, pipeline=None, source=None, release=None):
+@task(auto_shortflags=False, help={"host": HOST_HELP, "inventory": "inventory file or directory",
+                                   "pipeline": "pipeline file", "source": "local app directory", "release": "release id"})
+def plan(c, host=None, inventory=None, pipeline=None, source=None, release=None):
     """Dry run: the exact commands per host and step. Changes nothing, connects to nothing."""
     _done(cli.deploy(host, inventory, pipeline, source, release, dry_run=True))
 
 
-@task(help={"host": "host, group, or comma-separated list", "to": "release id to go back to (default: the previous good one)",
-            "inventory": "inventory file", "pipeline": "pipeline file (for the reset/reload/verify steps)",
-            "dry-run": "show what would run (reads the host's state, changes nothing)",
-            "report": "JSON report file", "junit": "JUnit XML file", "parallel": "hosts at once",
-            "html": "self-contained HTML report file"})
-def rollback(c, host, to=None, inventory=None, pipeline=None, dry_run=False, report=None, junit=None, parallel=0,
-             html=None):
+@task(auto_shortflags=False, help={
+    "host": HOST_HELP, "to": "release id to go back to (default: the previous good one)",
+    "inventory": "inventory file or directory", "pipeline": "pipeline file (for the reset/reload/verify steps)",
+    "dry-run": "show what would run (reads the host's state, changes nothing)",
+    "report": "JSON report file", "junit": "JUnit XML file", "parallel": "hosts at once, >= 1",
+    "html": "self-contained HTML report file"})
+def rollback(c, host=None, to=None, inventory=None, pipeline=None, dry_run=False, report=None, junit=None,
+             parallel=None, html=None):
     """Switch back to the previous good release (or --to ID), reset/reload the pool, verify."""
-    _done(cli.rollback(host, inventory, pipeline, to, dry_run, parallel or None, report, junit, html=html))
+    _done(cli.rollback(host, inventory, pipeline, to, dry_run, parallel, report, junit, html=html))
 
 
-@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file", "json": "print JSON",
-            "pipeline": "pipeline file (its strategy decides: releases, or in-place snapshots)"})
-def releases(c, host, inventory=None, pipeline=None, json=False):
+@task(auto_shortflags=False, help={"host": HOST_HELP, "inventory": "inventory file or directory", "json": "print JSON",
+                                   "pipeline": "pipeline file (its strategy decides: releases, or in-place snapshots)"})
+def releases(c, host=None, inventory=None, pipeline=None, json=False):
     """List releases per host: which is live, which are marked bad, the lock if any."""
     _done(cli.releases(host, inventory, pipeline, as_json=json))
 
 
-@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file"})
-def unlock(c, host, inventory=None):
+@task(auto_shortflags=False, help={"host": HOST_HELP, "inventory": "inventory file or directory"})
+def unlock(c, host=None, inventory=None):
     """Remove a deploy lock left by a dead deploy (shows who held it and since when)."""
     _done(cli.unlock(host, inventory))
 
 
-@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file",
-            "pipeline": "pipeline file", "json": "print JSON"})
-def health(c, host, inventory=None, pipeline=None, json=False):
+@task(auto_shortflags=False, help={"host": HOST_HELP, "inventory": "inventory file or directory",
+                                   "pipeline": "pipeline file", "json": "print JSON"})
+def health(c, host=None, inventory=None, pipeline=None, json=False):
     """The eight health checks per host (pass/warn/fail, evidence, fix); exit 1 when one fails."""
     _done(cli_health.health(host, inventory, pipeline, as_json=json))
 
 
-@task(help={"host": "host, group, or comma-separated list", "inventory": "inventory file",
-            "pipeline": "pipeline file", "json": "print JSON", "attempts": "rounds of fixes (default 2)"})
-def heal(c, host, inventory=None, pipeline=None, json=False, attempts=2):
+@task(auto_shortflags=False, help={"host": HOST_HELP, "inventory": "inventory file or directory",
+                                   "pipeline": "pipeline file", "json": "print JSON",
+                                   "attempts": "rounds of fixes, >= 1 (default 2)"})
+def heal(c, host=None, inventory=None, pipeline=None, json=False, attempts=None):
     """Fix what the checks find (ACLs, OPCache reset in the pool, FPM reload, artisan caches), verify again."""
-    _done(cli_health.heal(host, inventory, pipeline, as_json=json, attempts=int(attempts)))
+    _done(cli_health.heal(host, inventory, pipeline, as_json=json, attempts=attempts))
 
 
-@task(help={"hosts": "how many sandbox hosts (default 3)",
-            "stack": "also the app stack (default on; --no-stack skips it): one MariaDB and one Redis for the lab, "
-                     "a supervisord per host running the queue workers and the scheduler"})
-def lab_up(c, hosts=3, stack=True):
+@task(auto_shortflags=False, help={
+    "hosts": "how many sandbox hosts, >= 1 (default 3)",
+    "stack": "also the app stack (default on; --no-stack skips it): one MariaDB and one Redis for the lab, "
+             "a supervisord per host running the queue workers and the scheduler"})
+def lab_up(c, hosts=None, stack=True):
     """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host, and the app stack; writes hosts/lab.yml."""
-    from deploy import lab
-    lab.ensure_packages()
-    started = lab.up(int(hosts), stack=stack)
-    for h in started:
-        print(f"{h['name']}: ssh 127.0.0.1:{h['ssh_port']}  http://127.0.0.1:{h['http_port']}/version  {h['deploy_path']}")
-        if h["stack"]:
-            print(f"      workers: {h['stack']['supervisor']['restart']}")
-    if started[-1]["stack"]:
-        db, redis = started[-1]["stack"]["db"], started[-1]["stack"]["redis"]
-        print(f"stack: mariadb 127.0.0.1:{db['port']} (database {db['database']}, user {db['username']}, "
-              f"password in {db['conf'].rsplit('/', 1)[0]}/credentials.json)  redis 127.0.0.1:{redis['port']}")
+    _done(cli.lab_up(hosts, stack=stack))
 
 
-@task(help={"purge": "also delete the sandbox directory (/srv/lab)"})
+@task(auto_shortflags=False, help={"purge": "also delete the sandbox directory (/srv/lab)"})
 def lab_down(c, purge=False):
     """Stop the sandbox hosts."""
     from deploy import lab

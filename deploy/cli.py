@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import cliargs
 from . import fleet as fleet_mod
 from . import htmlreport, notify, runinfo
 from . import inventory as inventory_mod
@@ -83,20 +84,23 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
            serial=None, max_fail=None, rollback_all=False, report=None, junit=None, reporter=None, html=None):
     reporter = reporter or Reporter()
     try:
+        # The flags first (no file is read for a bad flag), then the files, then every host's plan.
+        host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
+        source = cliargs.parse_path("--source", source)
+        release = cliargs.parse_release(release)
+        parallel = cliargs.parse_count("--parallel", parallel)
+        serial = cliargs.parse_serial(serial)
+        max_fail = cliargs.parse_max_fail(max_fail)
+        report, junit, html = (cliargs.parse_output(flag, value) for flag, value in
+                               (("--report", report), ("--junit", junit), ("--html", html)))
         hosts, pipe = load(host, inventory, pipeline, source)
-        release = planner.check_release_id(release) if release else planner.new_release_id()
-        if serial:
-            serial = [int(x) if x.strip().isdigit() else x.strip() for x in str(serial).split(",") if x.strip()]
-            for item in serial:
-                pipeline_mod.check_count("--serial", item, hint="e.g. --serial 1,25%,100%")
-        if max_fail is not None:
-            max_fail = int(max_fail) if str(max_fail).isdigit() else str(max_fail)
-            pipeline_mod.check_count("--max-fail", max_fail, allow_zero=True, hint="a count (2) or a percentage (10%)")
+        release = release or planner.new_release_id()
         operator = planner.Operator.here()
         # Plan every host first: a bad setting for any host stops the run before any SSH.
         plans = {h.name: planner.deploy(h, pipe, release, operator) for h in hosts}
-        check_outputs(report=report, junit=junit, html=html)
         targets = [] if dry_run else notify.resolve(pipe.notify)
+        if not dry_run:  # a plan never connects; a deploy needs the key and known_hosts files
+            inventory_mod.check_controller_files(hosts)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -145,23 +149,6 @@ def _plan_footer(pipe):
     return "\n".join(lines + notify.describe(pipe.notify))
 
 
-EXAMPLE_NAME = {"report": "deploy.json", "junit": "deploy.xml", "html": "deploy.html"}
-
-
-def check_outputs(**files):
-    """--report/--junit/--html FILE must be writable before any host is contacted (exit 2)."""
-    for flag, value in files.items():
-        if not value:
-            continue
-        path = Path(value)
-        if path.is_dir():
-            raise ConfigError(f"--{flag} {value} is a directory", hint=f"give a file name, e.g. {path / EXAMPLE_NAME[flag]}")
-        parent = path.parent
-        if not parent.is_dir():
-            raise ConfigError(f"--{flag} {value}: directory {parent} does not exist",
-                              hint=f"create it first (mkdir -p {parent}) or write the file elsewhere")
-        if not os.access(parent, os.W_OK):
-            raise ConfigError(f"--{flag} {value}: directory {parent} is not writable")
 
 
 def _finish(run, notifier, results, code, report=None, junit=None, html=None, batches=()):
@@ -182,12 +169,20 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
              junit=None, reporter=None, html=None):
     reporter = reporter or Reporter()
     try:
+        host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
+        to = cliargs.parse_release(to, flag="--to")
+        parallel = cliargs.parse_count("--parallel", parallel)
+        report, junit, html = (cliargs.parse_output(flag, value) for flag, value in
+                               (("--report", report), ("--junit", junit), ("--html", html)))
         hosts, pipe = load(host, inventory, pipeline)
-        if to:
-            planner.check_release_id(to, flag="--to")
         operator = planner.Operator.here()
-        check_outputs(report=report, junit=junit, html=html)
         targets = [] if dry_run else notify.resolve(pipe.notify)
+        # The checks a deploy makes when it plans, before any connection: the target is known only
+        # once connected, but a placeholder id plans the same steps, so a host without fpm.reload
+        # or a missing from_env variable of an on_rollback step stops here.
+        for h in hosts:
+            planner.rollback(h, pipe, to or "previous", operator, failed="current", take_lock=True)
+        inventory_mod.check_controller_files(hosts)  # --dry-run connects too
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -228,9 +223,11 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
 def releases(host, inventory=None, pipeline=None, as_json=False, reporter=None):
     reporter = reporter or Reporter()
     try:
+        host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
         inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
         hosts = inv.select(host)
         pipe = _pipeline_or_none(pipeline)
+        inventory_mod.check_controller_files(hosts)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -248,8 +245,10 @@ def releases(host, inventory=None, pipeline=None, as_json=False, reporter=None):
 def unlock(host, inventory=None, reporter=None):
     reporter = reporter or Reporter()
     try:
+        host, inventory, _ = cliargs.parse_selection(host, inventory)
         inv = inventory_mod.load(_path(inventory, DEFAULT_INVENTORY))
         hosts = inv.select(host)
+        inventory_mod.check_controller_files(hosts)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -264,6 +263,28 @@ def unlock(host, inventory=None, reporter=None):
         else:
             reporter.message(f"{r['host']}: no lock")
     return code
+
+
+def lab_up(hosts=None, stack=True, reporter=None):
+    """`fab lab.up`: start (or keep) the sandbox hosts, print how to reach them."""
+    reporter = reporter or Reporter()
+    try:
+        count = cliargs.parse_count("--hosts", hosts) or 3
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_BAD_INPUT
+    from . import lab
+    lab.ensure_packages()
+    started = lab.up(count, stack=stack)
+    for h in started:
+        reporter.message(f"{h['name']}: ssh 127.0.0.1:{h['ssh_port']}  http://127.0.0.1:{h['http_port']}/version  {h['deploy_path']}")
+        if h.get("stack"):
+            reporter.message(f"      workers: {h['stack']['supervisor']['restart']}")
+    if started and started[-1].get("stack"):
+        db, redis = started[-1]["stack"]["db"], started[-1]["stack"]["redis"]
+        reporter.message(f"stack: mariadb 127.0.0.1:{db['port']} (database {db['database']}, user {db['username']}, "
+                         f"password in {db['conf'].rsplit('/', 1)[0]}/credentials.json)  redis 127.0.0.1:{redis['port']}")
+    return EXIT_OK
 
 
 def _pipeline_or_none(pipeline):

@@ -15,6 +15,7 @@ import json
 import textwrap
 import time
 
+from . import cliargs
 from . import fleet as fleet_mod
 from . import health as checks
 from . import inventory as inventory_mod
@@ -112,7 +113,9 @@ def health(host_spec, inventory=None, pipeline=None, as_json=False, reporter=Non
     """The eight checks per host; 0 when no check fails, 1 otherwise, 2 on bad input."""
     reporter = reporter or Reporter()
     try:
+        host_spec, inventory, pipeline = cliargs.parse_selection(host_spec, inventory, pipeline)
         hosts, pipe, layout = _load(host_spec, inventory, pipeline)
+        inventory_mod.check_controller_files(hosts)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -132,15 +135,15 @@ def health(host_spec, inventory=None, pipeline=None, as_json=False, reporter=Non
     return code
 
 
-def heal(host_spec, inventory=None, pipeline=None, as_json=False, attempts=2, reporter=None, parallel=None):
+def heal(host_spec, inventory=None, pipeline=None, as_json=False, attempts=None, reporter=None, parallel=None):
     """Heal hosts outside a deploy (under the deploy lock); 0 when every host ends settled."""
     reporter = reporter or Reporter()
     try:
+        host_spec, inventory, pipeline = cliargs.parse_selection(host_spec, inventory, pipeline)
+        attempts = cliargs.parse_count("--attempts", attempts) or 2
         hosts, pipe, layout = _load(host_spec, inventory, pipeline)
-        attempts = int(attempts)
-        if attempts < 1:
-            raise ConfigError(f"bad --attempts value {attempts!r}", hint="at least 1")
-    except (ConfigError, ValueError) as exc:
+        inventory_mod.check_controller_files(hosts)
+    except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
     operator = planner.Operator.here()

@@ -9,10 +9,19 @@ import os
 import re
 
 from .commands import Secret
+from . import values
 from .errors import ConfigError
 from .yamlfile import Section
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def variable_name(text):
+    """A rule (deploy/values.py style) for the name of an environment variable."""
+    if not NAME.match(text):
+        raise values.Invalid(f"invalid environment variable name {text!r}",
+                             "letters, digits and '_', not starting with a digit, e.g. DB_PASSWORD")
+    return text
 
 
 def parse(section):
@@ -21,22 +30,27 @@ def parse(section):
     for name in section.data:
         section.seen.add(name)
         if not NAME.match(str(name)):
-            raise section.error(name, "invalid environment variable name")
+            raise section.error(name, "invalid environment variable name",
+                                "letters, digits and '_', not starting with a digit, e.g. DB_PASSWORD")
         value = section.data[name]
         where = {"file": str(section.file), "line": section.line_of(name), "key": section.key_path(name)}
         if isinstance(value, dict):
             spec = Section(value, section.file, section.key_path(name), section.line_of(name))
-            literal = spec.string("value")
-            from_env = spec.string("from_env")
+            # A value may be empty or span lines (a PEM key); it still cannot hold NUL or escapes.
+            literal = spec.string("value", empty=True, multiline=True)
+            from_env = spec.string("from_env", rule=variable_name)
             secret = spec.boolean("secret", from_env is not None)
             spec.done()
             if (literal is None) == (from_env is None):
-                raise section.error(name, "give exactly one of value: or from_env:")
+                raise section.error(name, "give exactly one of value: or from_env:",
+                                    "e.g. {value: abc, secret: true} or {from_env: CI_VARIABLE}")
             env[name] = {"value": literal, "from_env": from_env, "secret": secret, **where}
         elif isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            env[name] = {"value": str(value), "from_env": None, "secret": False, **where}
+            env[name] = {"value": section.text(name, str(value), empty=True, multiline=True),
+                         "from_env": None, "secret": False, **where}
         else:
-            raise section.error(name, "expected a string or {value|from_env, secret}")
+            raise section.error(name, "expected a string or {value|from_env, secret}",
+                                "quote true/false/null values, e.g. APP_DEBUG: 'false'")
     return env
 
 

@@ -2,13 +2,16 @@
 
 Every file may have `defaults` (inherited by its hosts, a host overrides key by key, `fpm`
 merged one level deep), `hosts` and `groups`. Host and group names are unique across files.
+Values are checked by the rules of deploy/values.py; the files a connection needs on the
+controller (key, known_hosts) are checked by check_controller_files() before connecting.
 """
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import envvars, yamlfile
+from . import envvars, values, yamlfile
 from .errors import ConfigError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -45,6 +48,9 @@ class Host:
     stall_timeout: int = 15
     env: dict = field(default_factory=dict, hash=False, compare=False)  # for run steps; see envvars
     source: str = ""               # "file:line", for messages
+    # key -> (file, line, key path) of the inventory entry a value came from, for messages
+    # about it after parsing (check_controller_files)
+    origins: dict = field(default_factory=dict, hash=False, compare=False, repr=False)
 
     @property
     def is_root(self):
@@ -60,8 +66,9 @@ class Inventory:
     def select(self, spec):
         """Resolve `--host` (a host, a group, or a comma list of either) to Hosts, inventory order kept."""
         if not spec or not str(spec).strip():
-            raise ConfigError("no host given", hint="pass --host NAME (a host, a group, or a comma-separated list)")
-        wanted = []
+            raise ConfigError("no host given (from --host)",
+                              hint="pass --host NAME (a host, a group, or a comma-separated list)")
+        wanted = {}  # an ordered set
         for part in str(spec).split(","):
             part = part.strip()
             if not part:
@@ -71,17 +78,21 @@ class Inventory:
             elif part in self.groups:
                 names = self.groups[part]
             else:
-                known = ", ".join(sorted(self.hosts)) or "(none)"
-                groups = ", ".join(sorted(self.groups)) or "(none)"
+                known, groups = _some(self.hosts), _some(self.groups)
                 raise ConfigError(f"unknown host or group '{part}' (from --host)",
                                   ", ".join(str(f) for f in self.files),
                                   hint=f"hosts: {known}; groups: {groups}")
             for name in names:
-                if name not in wanted:
-                    wanted.append(name)
+                wanted.setdefault(name)
         if not wanted:
-            raise ConfigError("no host given", hint="pass --host NAME")
+            raise ConfigError(f"no host given (from --host {spec!r})", hint="pass --host NAME (a host, a group, or a comma-separated list)")
         return [self.hosts[name] for name in wanted]
+
+
+def _some(names, limit=20):
+    names = sorted(names)
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return (", ".join(names[:limit]) + more) or "(none)"
 
 
 def load(paths):
@@ -120,20 +131,29 @@ def load(paths):
             if member not in hosts and member not in groups:
                 raise ConfigError(f"unknown host '{member}' in group", file, line, f"groups.{name}",
                                   "define it under hosts: or remove it from the group")
-    # Groups may name other groups: flatten once, in order.
-    flat = {name: _flatten(name, groups, set()) for name in groups}
+    # Groups may name other groups: flatten once, in order. A group that reaches itself is an error.
+    flat = {}
+    for name in groups:
+        _flatten(name, groups, [], group_files, flat)
     return Inventory(hosts=hosts, groups=flat, files=files)
 
 
-def _flatten(name, groups, seen):
-    if name in seen:
-        return []
-    seen.add(name)
-    out = []
+def _flatten(name, groups, path, group_files, flat):
+    """Members of group `name`, nested groups expanded (each group once: `flat` keeps results)."""
+    if name in flat:
+        return flat[name]
+    if name in path:
+        file, line = group_files[name]
+        cycle = " -> ".join(path[path.index(name):] + [name])
+        raise ConfigError(f"group '{name}' contains itself ({cycle})", file, line, f"groups.{name}",
+                          "a group lists hosts or other groups, never itself (directly or through another group)")
+    out, seen = [], set()
     for member in groups[name]:
-        for host in (_flatten(member, groups, seen) if member in groups else [member]):
-            if host not in out:
+        for host in (_flatten(member, groups, path + [name], group_files, flat) if member in groups else [member]):
+            if host not in seen:
+                seen.add(host)
                 out.append(host)
+    flat[name] = out
     return out
 
 
@@ -141,10 +161,12 @@ def _load_file(file):
     data = yamlfile.load(file)
     top = yamlfile.Section(data, file)
     defaults = top.section("defaults")
-    hosts_section = top.section("hosts", required=True)
+    hosts_section = top.section("hosts", required=True, hint="list the hosts, e.g. hosts: {prod1: {address: 10.0.0.11}}")
     groups_section = top.section("groups")
     top.done()
     _check_keys(defaults, HOST_KEYS - {"address"})
+    # The file's defaults are checked once, then each host's own settings on top of them.
+    base = _settings(defaults)
     hosts = {}
     for name in hosts_section.data:
         _check_name(hosts_section, name, "host")
@@ -152,11 +174,13 @@ def _load_file(file):
         if raw is None:
             raw = yamlfile.LineDict()
         if not isinstance(raw, dict):
-            raise hosts_section.error(name, "expected a mapping of host settings, e.g. {address: 10.0.0.11}")
+            raise hosts_section.error(name, "expected a mapping of host settings, e.g. {address: 10.0.0.11}",
+                                      "e.g. prod1: {address: 10.0.0.11}")
         hosts_section.seen.add(name)
-        host_section = yamlfile.Section(raw, file, f"hosts.{name}", hosts_section.line_of(name))
+        line = hosts_section.line_of(name)
+        host_section = yamlfile.Section(raw, file, f"hosts.{name}", line)
         _check_keys(host_section, HOST_KEYS)
-        hosts[name] = _build_host(name, host_section, defaults, file, hosts_section.line_of(name))
+        hosts[name] = _build_host(name, host_section, base, f"{file}:{line}")
     groups = {}
     for name in groups_section.data:
         _check_name(groups_section, name, "group")
@@ -176,65 +200,124 @@ def _check_keys(section, allowed):
             raise section.error(key, "unknown key", "known keys: " + ", ".join(sorted(allowed)))
 
 
-def _pick(key, host, defaults, getter, default=None, **kw):
-    """A host's own value wins over the file's defaults, which win over the tool's default."""
-    if host.has(key):
-        return getattr(host, getter)(key, **kw)
-    if defaults.has(key):
-        return getattr(defaults, getter)(key, **kw)
-    return default
+def _policy(text):
+    if text not in HOST_KEY_POLICIES:
+        raise values.Invalid(f"unknown policy '{text}'", "use 'strict' (default) or 'accept-new'")
+    return text
 
 
-def _build_host(name, host, defaults, file, line):
-    address = host.string("address", required=True, hint="the IP address or DNS name to connect to")
-    port = _pick("port", host, defaults, "integer", 22, minimum=1)
-    if port > 65535:
-        raise (host if host.has("port") else defaults).error("port", f"port out of range: {port}")
-    policy = _pick("host_key_policy", host, defaults, "string", "strict")
-    if policy not in HOST_KEY_POLICIES:
-        src = host if host.has("host_key_policy") else defaults
-        raise src.error("host_key_policy", f"unknown policy '{policy}'", "use 'strict' (default) or 'accept-new'")
-    deploy_path = _pick("deploy_path", host, defaults, "string", "/var/www/app")
-    if not deploy_path.startswith("/") or deploy_path.rstrip("/") == "":
-        src = host if host.has("deploy_path") else defaults
-        raise src.error("deploy_path", f"must be an absolute path other than /, got {deploy_path!r}")
-    health_url = _pick("health_url", host, defaults, "string")
-    if health_url is not None and not re.match(r"^https?://", health_url):
-        src = host if host.has("health_url") else defaults
-        raise src.error("health_url", f"must start with http:// or https://, got {health_url!r}")
-    fpm = _fpm(host, defaults)
-    return Host(
-        name=name,
-        address=address,
-        port=port,
-        user=_pick("user", host, defaults, "string", "deploy"),
-        key=_pick("key", host, defaults, "string"),
-        known_hosts=_pick("known_hosts", host, defaults, "string", "~/.ssh/known_hosts"),
-        host_key_policy=policy,
-        deploy_path=deploy_path.rstrip("/"),
-        web_user=_pick("web_user", host, defaults, "string", "www-data"),
-        fpm=fpm,
-        health_url=health_url,
-        php=_pick("php", host, defaults, "string", "php"),
-        connect_timeout=_pick("connect_timeout", host, defaults, "integer", 10, minimum=1),
-        command_timeout=_pick("command_timeout", host, defaults, "integer", 600, minimum=1),
-        stall_timeout=_pick("stall_timeout", host, defaults, "integer", 15, minimum=1),
-        env={**envvars.parse(defaults.section("env")), **envvars.parse(host.section("env"))},
-        source=f"{file}:{line}",
-    )
+# Host keys read the same way in `defaults` and on a host: (Section getter, its arguments).
+# Host's dataclass defaults are the tool's defaults for what neither sets.
+SETTINGS = {
+    "port": ("integer", {"minimum": 1, "maximum": 65535}),
+    "user": ("string", {"rule": values.user_name}),
+    "key": ("string", {}),
+    "known_hosts": ("string", {}),
+    "host_key_policy": ("string", {"rule": _policy}),
+    "deploy_path": ("string", {"rule": values.host_dir}),
+    "web_user": ("string", {"rule": values.user_name}),
+    "health_url": ("string", {"rule": values.http_url}),
+    "php": ("string", {"rule": values.command_name}),
+    "connect_timeout": ("integer", {"minimum": 1}),
+    "command_timeout": ("integer", {"minimum": 1}),
+    "stall_timeout": ("integer", {"minimum": 1}),
+}
+ORIGINS = ("key", "known_hosts", "host_key_policy")  # named by check_controller_files
 
 
-def _fpm(host, defaults):
-    merged = {}
-    for section in (defaults, host):
-        if section.has("fpm"):
-            sub = section.section("fpm")
-            _check_keys(sub, FPM_KEYS)
-            for key in FPM_KEYS:
-                if sub.has(key):
-                    merged[key] = sub.string(key)
-        else:
-            section.seen.add("fpm")
-    if "socket" not in merged:
+def _settings(section):
+    """The settings one section (a host, or a file's defaults) gives itself, checked."""
+    out = {key: getattr(section, getter)(key, **kw) for key, (getter, kw) in SETTINGS.items() if section.has(key)}
+    out = {key: value for key, value in out.items() if value is not None}
+    fpm = {}
+    if section.has("fpm"):
+        sub = section.section("fpm")
+        _check_keys(sub, FPM_KEYS)
+        fpm = {key: sub.string(key, **FPM_RULES[key]) for key in FPM_KEYS if sub.has(key)}
+    else:
+        section.seen.add("fpm")
+    out["fpm"] = {key: value for key, value in fpm.items() if value is not None}
+    out["env"] = envvars.parse(section.section("env"))
+    out["origins"] = {key: (section.file, section.line_of(key), section.key_path(key))
+                      for key in ORIGINS if key in out}
+    return out
+
+
+def _build_host(name, host, base, source):
+    """A host's own value wins over the file's defaults, which win over the tool's default;
+    fpm and env merge one level deep."""
+    address = host.string("address", required=True, hint="the IP address or DNS name to connect to",
+                          rule=values.address)
+    own = _settings(host)
+    fpm = {**base["fpm"], **own["fpm"]}
+    if "socket" not in fpm:
         raise host.error(None, "missing fpm.socket", "set fpm: {socket: /run/php/php8.x-fpm.sock} in defaults or on the host")
-    return Fpm(**merged)
+    merged = {**base, **own, "fpm": Fpm(**fpm), "env": {**base["env"], **own["env"]},
+              "origins": {**base["origins"], **own["origins"]}}
+    return Host(name=name, address=address, source=source, **merged)
+
+
+FPM_RULES = {"socket": {"rule": values.fpm_socket},
+             "reload": {"multiline": True},
+             "file_cache": {"rule": values.host_dir}}
+
+
+# ---------------------------------------------------------------------------- the controller's files
+
+def check_controller_files(hosts):
+    """Before connecting: every key file exists and is a readable file; every known_hosts is a
+    file, and exists unless host_key_policy is accept-new (which creates it). Raises ConfigError
+    naming the inventory entry. `fab plan` does not call it (it never connects)."""
+    for host in hosts:
+        if host.key:
+            path = os.path.expanduser(host.key)
+            problem = _file_problem(path)
+            if problem:
+                raise _origin_error(host, "key", f"key file {path} {problem} (host {host.name})",
+                                    f"fix the path, or create the key (ssh-keygen -t ed25519 -f {path}) and add "
+                                    f"{path}.pub to {host.user}'s ~/.ssh/authorized_keys on the host")
+        path = os.path.expanduser(host.known_hosts)
+        known = f"[{host.address}]:{host.port}" if host.port != 22 else host.address
+        if os.path.isdir(path):
+            raise _origin_error(host, "known_hosts", f"known_hosts {path} is a directory (host {host.name})",
+                                "point known_hosts at a file (OpenSSH's format), e.g. ~/.ssh/known_hosts")
+        if not os.path.exists(path):
+            if host.host_key_policy == "accept-new":
+                parent = _existing_parent(path)
+                if not os.path.isdir(parent):
+                    raise _origin_error(host, "known_hosts", f"known_hosts {path} cannot be created: {parent} is not a directory",
+                                        "point known_hosts at a file in a directory")
+                continue
+            raise _origin_error(host, "known_hosts",
+                                f"known_hosts {path} does not exist, so the key of host {host.name} ({known}) cannot be checked "
+                                "(host_key_policy: strict)",
+                                f"add the host's key: ssh-keyscan -p {host.port} {host.address} >> {path} (compare "
+                                f"`ssh-keygen -lf {path}` with the fingerprint on the host's console), or set "
+                                "host_key_policy: accept-new where the first connection is trusted")
+        elif not os.access(path, os.R_OK):
+            raise _origin_error(host, "known_hosts", f"known_hosts {path} cannot be read by this user (host {host.name})",
+                                "fix its permissions, or point known_hosts at a readable file")
+
+
+def _file_problem(path):
+    if not os.path.exists(path):
+        return "does not exist"
+    if os.path.isdir(path):
+        return "is a directory, not a key file"
+    if not os.access(path, os.R_OK):
+        return "cannot be read by this user"
+    return None
+
+
+def _existing_parent(path):
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    return parent
+
+
+def _origin_error(host, key, message, hint):
+    file, line, key_path = host.origins.get(key) or (*host.source.rsplit(":", 1), f"hosts.{host.name}")
+    if key not in host.origins:
+        message += f" (the default {key}; it is not set in the inventory)"
+    return ConfigError(message, file, int(line) if str(line).isdigit() else None, key_path, hint)

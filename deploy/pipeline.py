@@ -108,7 +108,8 @@ def load(path, source_override=None):
         resolved_source = (base / resolved_source).resolve()
     if not resolved_source.is_dir():
         if source_override:
-            raise ConfigError(f"source directory {resolved_source} does not exist (from --source)")
+            raise ConfigError(f"source directory {resolved_source} does not exist (from --source)",
+                              hint="pass the local directory of the app to ship (relative to the current directory)")
         raise top.error("source", f"source directory {resolved_source} does not exist",
                         "point source: at the app to ship, relative to the project root, or pass --source DIR")
     return Pipeline(file=str(path), source=str(resolved_source), keep_releases=keep, steps=steps,
@@ -132,7 +133,9 @@ def check_count(flag, value, allow_zero=False, hint=None):
 
 def _check_count(section, key, value, allow_zero=False):
     if not count_ok(value, allow_zero):
-        raise section.error(key, f"expected a count or a percentage like '25%', got {value!r}")
+        low = 0 if allow_zero else 1
+        raise section.error(key, f"expected a count or a percentage like '25%', got {value!r}",
+                            f"a whole number >= {low}, or a percentage '{low}%'-'100%' in quotes")
 
 
 def _step(item, file, line, index):

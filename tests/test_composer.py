@@ -83,7 +83,7 @@ def test_reuse_off(tmp_path):
 @pytest.mark.parametrize("composer, words", [
     ("composer: {reuse_vendor: maybe}", ["steps[1].composer.reuse_vendor", "unknown value 'maybe'"]),
     ("composer: {options: [install]}", ["steps[1].composer.options", "'install' is not an option"]),
-    ("composer: {command: ''}", ["steps[1].composer.command", "empty command"]),
+    ("composer: {command: ''}", ["steps[1].composer.command", "must not be empty"]),
     ("composer: {workdir: x}", ["steps[1].composer.workdir", "unknown key"]),
 ])
 def test_bad_settings(tmp_path, composer, words):

@@ -24,6 +24,7 @@ source: {source}
 steps:
   - sync
   - shared
+  - composer
   - ownership
   - artisan: {{commands: [config:cache, route:cache]}}
 {before}

@@ -26,6 +26,7 @@ source: {source}
 steps:
   - sync
   - shared
+  - composer
   - ownership
   - artisan: {{commands: [config:cache, route:cache]}}
   - activate

@@ -81,3 +81,79 @@ def test_unknown_host_lists_known_ones(tmp_path):
         inv.select("prod9")
     assert "unknown host or group 'prod9'" in str(err.value)
     assert "prod1" in str(err.value) and "web" in str(err.value)
+
+
+def test_deploy_path_is_normalised_and_hostile_but_valid_paths_are_kept(tmp_path):
+    text = "hosts:\n  a: {address: 10.0.0.1, fpm: {socket: /s}, deploy_path: '%s'}\n"
+    for given, used in [("/var/www/x/../app/", "/var/www/app"), ("//srv//app", "/srv/app"),
+                        ("/srv/$(touch /tmp/x)", "/srv/$(touch /tmp/x)"), ("/srv/my app", "/srv/my app")]:
+        host = inventory.load(write(tmp_path / "n.yml", text % given)).select("a")[0]
+        assert host.deploy_path == used, given
+
+
+@pytest.mark.parametrize("path, words", [
+    ("/", "must not be /"), ("/var/www/../..", "resolves to /"), ("/etc/app", "system directory /etc"),
+    ("/usr/bin/../lib/x", "system directory /usr/lib"), ("/home", "must not be /home"), ("app", "absolute"),
+])
+def test_dangerous_deploy_paths_are_refused(tmp_path, path, words):
+    path_file = write(tmp_path / "d.yml", f"hosts:\n  a: {{address: 10.0.0.1, fpm: {{socket: /s}}, deploy_path: '{path}'}}\n")
+    with pytest.raises(ConfigError) as err:
+        inventory.load(path_file)
+    assert "d.yml:2" in str(err.value) and "hosts.a.deploy_path" in str(err.value) and words in str(err.value)
+
+
+def test_aliases_within_the_budget_dates_as_text_bom_and_crlf(tmp_path):
+    text = ("\ufeffdefaults:\r\n  fpm: &fpm {socket: /s}\r\n  env: {BUILT: 2024-01-01}\r\n"
+            "hosts:\r\n  a: {address: 10.0.0.1, fpm: *fpm}\r\n  b: {address: 10.0.0.2}\r\n"
+            "groups:\r\n  web: &web [a, b]\r\n  all: *web\r\n")
+    path = tmp_path / "x.yml"
+    path.write_bytes(text.encode("utf-8"))
+    inv = inventory.load(path)
+    assert [h.name for h in inv.select("all")] == ["a", "b"]
+    assert inv.hosts["a"].env["BUILT"]["value"] == "2024-01-01"  # not a datetime.date
+
+
+def test_nested_groups_are_expanded_once_each(tmp_path):
+    # g30 reaches the host 2**30 ways; each group is flattened once, so this loads at once.
+    groups = "".join(f"  g{i}: [g{i - 1}, g{i - 1}]\n" for i in range(1, 31))
+    inv = inventory.load(write(tmp_path / "g.yml", "hosts:\n  a: {address: 10.0.0.1, fpm: {socket: /s}}\n"
+                                                   "groups:\n  g0: [a]\n" + groups))
+    assert [h.name for h in inv.select("g30")] == ["a"]
+
+
+def _one_host(tmp_path, settings, defaults=""):
+    return inventory.load(write(tmp_path / "hosts" / "c.yml", f"{defaults}hosts:\n  a: {{address: 10.0.0.1, "
+                                                             f"fpm: {{socket: /s}}{settings}}}\n")).select("a")
+
+
+def test_controller_files_are_checked_with_the_entry_they_come_from(tmp_path):
+    kh = write(tmp_path / "kh", "")
+    key = write(tmp_path / "id", "key")
+    inventory.check_controller_files(_one_host(tmp_path, f", key: {key}, known_hosts: {kh}"))
+    # accept-new creates a missing known_hosts (and its directory): not an error
+    inventory.check_controller_files(_one_host(tmp_path, f", known_hosts: {tmp_path}/new/kh, host_key_policy: accept-new"))
+    cases = [
+        (f", key: {tmp_path}/nope, known_hosts: {kh}", "c.yml:2", "hosts.a.key", "does not exist"),
+        (f", key: {tmp_path}, known_hosts: {kh}", "c.yml:2", "hosts.a.key", "is a directory"),
+        (f", known_hosts: {tmp_path}/nope", "c.yml:2", "hosts.a.known_hosts", "ssh-keyscan -p 22 10.0.0.1"),
+        (f", known_hosts: {tmp_path}, host_key_policy: accept-new", "c.yml:2", "hosts.a.known_hosts", "is a directory"),
+        (f", known_hosts: {key}/kh, host_key_policy: accept-new", "c.yml:2", "hosts.a.known_hosts", "cannot be created"),
+    ]
+    for settings, where, key_path, words in cases:
+        with pytest.raises(ConfigError) as err:
+            inventory.check_controller_files(_one_host(tmp_path, settings))
+        message = str(err.value)
+        assert where in message and f"key '{key_path}'" in message and words in message, message
+    # from defaults: the message names the defaults' line
+    with pytest.raises(ConfigError) as err:
+        inventory.check_controller_files(_one_host(tmp_path, "", defaults=f"defaults:\n  known_hosts: {tmp_path}/gone\n"))
+    assert "c.yml:2" in str(err.value) and "defaults.known_hosts" in str(err.value)
+
+
+def test_the_default_known_hosts_is_named_as_the_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(ConfigError) as err:
+        inventory.check_controller_files(_one_host(tmp_path, ""))
+    assert "the default known_hosts" in str(err.value) and "c.yml:2" in str(err.value)
+    # accept-new with no ~/.ssh at all (a fresh CI runner): fine
+    inventory.check_controller_files(_one_host(tmp_path, ", host_key_policy: accept-new"))

@@ -27,6 +27,7 @@ notify:
 steps:
   - sync
   - shared
+  - composer
   - ownership
   - artisan: {{commands: [config:cache]}}
   - activate

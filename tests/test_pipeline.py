@@ -75,3 +75,37 @@ def test_missing_required_and_wrong_type(tmp_path):
     with pytest.raises(ConfigError) as err:
         load(tmp_path, "source: nowhere\nsteps: [sync, activate]\n")
     assert "p.yml:1" in str(err.value) and "does not exist" in str(err.value)
+
+
+def test_multi_line_commands_empty_env_values_and_limits(tmp_path):
+    p = load(tmp_path, """
+        source: app
+        steps:
+          - sync
+          - activate
+          - run:
+              commands: |
+                php artisan down
+                php artisan migrate --force
+              env: {APP_DEBUG: "", NOTE: "two\\nlines"}
+          - verify: {status: 599, interval: 1}
+    """)
+    assert p.steps[2].settings["commands"] == ["php artisan down\nphp artisan migrate --force\n"]
+    assert p.steps[2].settings["env"]["APP_DEBUG"]["value"] == ""
+    assert p.steps[3].settings["status"] == 599
+
+
+@pytest.mark.parametrize("steps, line, words", [
+    ("  - sync\n  - activate\n  - verify: {status: 600}\n", 5, "steps[2].verify.status"),
+    ("  - sync\n  - activate\n  - verify: {url: 'ftp://x/'}\n", 5, "http:// or https://"),
+    ("  - sync\n  - activate\n  - run: {commands: [ls], cwd: rel}\n", 5, "absolute path"),
+    ("  - sync\n  - activate\n  - run: {commands: ['ls', '']}\n", 5, "must not be empty"),
+    ("  - sync: {name: ''}\n  - activate\n", 3, "steps[0].sync.name"),
+    ("  - sync\n  - artisan: {commands: [\"a 'b\"]}\n  - activate\n", 4, "cannot split"),
+    ("  - sync\n  - activate\n  - run: !!python/object/apply:os.system [id]\n", 5, "not allowed"),
+])
+def test_step_settings_are_checked(tmp_path, steps, line, words):
+    with pytest.raises(ConfigError) as err:
+        load(tmp_path, "source: app\nsteps:\n" + steps)
+    message = str(err.value)
+    assert f"p.yml:{line}" in message and words in message, message

@@ -17,7 +17,11 @@ REFUSED = {"optimize", "optimize:clear"}
 def parse(section):
     commands = section.string_list("commands", DEFAULT)
     for command in commands:
-        words = shlex.split(command)
+        try:
+            words = shlex.split(command)
+        except ValueError as exc:  # an unclosed quote
+            raise section.error("commands", f"cannot split {command!r} into words: {exc}",
+                                "close the quote, or drop it: each word is quoted for you") from None
         if not words:
             raise section.error("commands", "empty artisan command")
         if words[0] in REFUSED:

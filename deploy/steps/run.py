@@ -4,7 +4,7 @@ Commands are run as written (they are the user's shell); env values are quoted, 
 marked secret (or read from the controller's environment with from_env) print as ***.
 """
 
-from .. import envvars
+from .. import envvars, values
 from ..commands import Raw
 from . import ANY, Kind
 
@@ -13,8 +13,8 @@ KIND = Kind("run", order=100, phase=ANY, summary="your own commands")
 
 def parse(section):
     return {
-        "commands": section.string_list("commands", required=True),
-        "cwd": section.string("cwd"),
+        "commands": section.string_list("commands", required=True, multiline=True),
+        "cwd": section.string("cwd", rule=values.absolute_path),
         "env": envvars.parse(section.section("env")),
         "sudo": section.boolean("sudo", False),
         "on_rollback": section.boolean("on_rollback", False),

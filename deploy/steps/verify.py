@@ -4,7 +4,9 @@ With `expect_release` (default) the body must contain the release id: a 200 from
 is not a success.
 """
 
-from .. import fpmctl, remote
+import math
+
+from .. import fpmctl, remote, values
 from ..errors import ConfigError
 from . import ANY, Kind
 
@@ -14,11 +16,14 @@ KIND = Kind("verify", order=90, phase=ANY, on_rollback=True, healable=True,
 
 def parse(section):
     interval = section.get("interval", (int, float), 0.5)
-    if interval <= 0:
-        raise section.error("interval", "must be more than 0 seconds")
+    if isinstance(interval, bool) or not math.isfinite(interval) or interval <= 0:
+        raise section.error("interval", f"must be a number of seconds more than 0, got {interval!r}", "e.g. 0.5")
+    status = section.integer("status", 200, minimum=100)
+    if status > 599:
+        raise section.error("status", f"not an HTTP status code: {status}", "e.g. 200 (100-599)")
     return {
-        "url": section.string("url"),
-        "status": section.integer("status", 200, minimum=100),
+        "url": section.string("url", rule=values.http_url),
+        "status": status,
         "expect_release": section.boolean("expect_release", True),
         "timeout": section.integer("timeout", 30, minimum=1),
         "interval": interval,
