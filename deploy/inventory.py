@@ -18,8 +18,10 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 HOST_KEY_POLICIES = ("strict", "accept-new")
 
 HOST_KEYS = {"address", "port", "user", "key", "known_hosts", "host_key_policy", "deploy_path",
-             "web_user", "fpm", "health_url", "php", "connect_timeout", "command_timeout", "stall_timeout", "env"}
+             "web_user", "fpm", "health_url", "php", "connect_timeout", "command_timeout", "stall_timeout", "env",
+             "workers", "primary"}
 FPM_KEYS = {"socket", "reload", "file_cache"}
+WORKER_KEYS = {"restart", "processes", "timeout"}
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,15 @@ class Fpm:
     socket: str
     reload: str | None = None      # shell command from the inventory (trusted, run as written)
     file_cache: str | None = None  # opcache.file_cache dir, cleared on reset when set
+
+
+@dataclass(frozen=True)
+class Workers:
+    """The app's long-running PHP processes on a host (queue workers, Horizon, the scheduler)."""
+
+    restart: str | None = None     # shell command (trusted); None: `php artisan queue:restart` in the live release
+    processes: str | None = None   # ERE over command lines; None: artisan queue:work|horizon|schedule:work
+    timeout: int = 30              # seconds to prove every such process runs the live release
 
 
 @dataclass(frozen=True)
@@ -46,6 +57,8 @@ class Host:
     connect_timeout: int = 10
     command_timeout: int = 600
     stall_timeout: int = 15
+    workers: Workers = field(default_factory=Workers)
+    primary: bool = False          # runs the fleet's once-per-deploy steps (migrate)
     env: dict = field(default_factory=dict, hash=False, compare=False)  # for run steps; see envvars
     source: str = ""               # "file:line", for messages
     # key -> (file, line, key path) of the inventory entry a value came from, for messages
@@ -200,6 +213,15 @@ def _check_keys(section, allowed):
             raise section.error(key, "unknown key", "known keys: " + ", ".join(sorted(allowed)))
 
 
+def _pattern(text):
+    """A process pattern (grep -E on the host): refused when it cannot be a regular expression."""
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise values.Invalid(f"not a regular expression: {exc}", "e.g. 'artisan (queue:work|horizon)'") from None
+    return text
+
+
 def _policy(text):
     if text not in HOST_KEY_POLICIES:
         raise values.Invalid(f"unknown policy '{text}'", "use 'strict' (default) or 'accept-new'")
@@ -237,6 +259,19 @@ def _settings(section):
     else:
         section.seen.add("fpm")
     out["fpm"] = {key: value for key, value in fpm.items() if value is not None}
+    workers = {}
+    if section.has("workers"):
+        sub = section.section("workers")
+        _check_keys(sub, WORKER_KEYS)
+        workers = {"restart": sub.string("restart", multiline=True), "processes": sub.string("processes", rule=_pattern),
+                   "timeout": sub.integer("timeout", minimum=1)}
+    else:
+        section.seen.add("workers")
+    out["workers"] = {key: value for key, value in workers.items() if value is not None}
+    if section.has("primary"):
+        if section.key_path("primary").startswith("defaults"):
+            raise section.error("primary", "primary marks one host", "set primary: true on the one host that runs migrations")
+        out["primary"] = section.boolean("primary", False)
     out["env"] = envvars.parse(section.section("env"))
     out["origins"] = {key: (section.file, section.line_of(key), section.key_path(key))
                       for key in ORIGINS if key in out}
@@ -253,6 +288,7 @@ def _build_host(name, host, base, source):
     if "socket" not in fpm:
         raise host.error(None, "missing fpm.socket", "set fpm: {socket: /run/php/php8.x-fpm.sock} in defaults or on the host")
     merged = {**base, **own, "fpm": Fpm(**fpm), "env": {**base["env"], **own["env"]},
+              "workers": Workers(**{**base["workers"], **own["workers"]}),
               "origins": {**base["origins"], **own["origins"]}}
     return Host(name=name, address=address, source=source, **merged)
 
