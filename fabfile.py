@@ -78,13 +78,15 @@ def heal(c, host, inventory=None, pipeline=None, json=False, attempts=2):
     _done(cli_health.heal(host, inventory, pipeline, as_json=json, attempts=int(attempts)))
 
 
-@task(help={"hosts": "how many sandbox hosts (default 3)"})
-def lab_up(c, hosts=3):
+@task(help={"hosts": "how many sandbox hosts (default 3)",
+            "latency": "delay every SSH byte MS each way (a relay in front of each sshd; round trip 2 x MS)"})
+def lab_up(c, hosts=3, latency=0.0):
     """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host; writes hosts/lab.yml."""
     from deploy import lab
     lab.ensure_packages()
-    for h in lab.up(int(hosts)):
-        print(f"{h['name']}: ssh 127.0.0.1:{h['ssh_port']}  http://127.0.0.1:{h['http_port']}/version  {h['deploy_path']}")
+    for h in lab.up(int(hosts), latency_ms=float(latency)):
+        via = f" (+{h['latency_ms']:g} ms each way)" if h["proxy_port"] else ""
+        print(f"{h['name']}: ssh 127.0.0.1:{h['port']}{via}  http://127.0.0.1:{h['http_port']}/version  {h['deploy_path']}")
 
 
 @task(help={"purge": "also delete the sandbox directory (/srv/lab)"})

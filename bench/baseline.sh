@@ -19,12 +19,14 @@
 #               of /version, the pool's own check (fpmctl verify), prune, history line, unlock
 # A failure in 1-2 removes the half-built release and unlocks; a failure in 3 exits non-zero and
 # leaves the lock (a human looks; the tool would roll back, this script does not).
+# The remote scripts are built here on purpose: values are quoted with q() before they go.
+# shellcheck disable=SC2029
 set -euo pipefail
 
 user=root web_user=www-data keep=5 php=php
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fpmctl="$here/../deploy/php/fpmctl.php"
-host= port=22 path= socket= pidfile= url= release= source= key= known_hosts=
+host='' port=22 path='' socket='' pidfile='' url='' release='' source='' key='' known_hosts=''
 
 while [ $# -gt 0 ]; do
     case $1 in

@@ -8,9 +8,9 @@ daemons and injects faults; the public functions are re-exported here so callers
 from .hosts import (DEFAULT_INVENTORY, DEFAULT_ROOT, NGINX, PACKAGES, PHP_FPM, SSHD, WEB_USER, LabError,
                     down, ensure_packages, fcgi_request, fpm_ping, fpm_reload, fpm_restart, fpm_status, fpm_stop,
                     freeze_sshd, host_info, hosts, inventory_yaml, main, nginx_reconfigure, nginx_stop,
-                    ssh_command, start_sshd, stop_sshd, thaw_sshd, up)
+                    proxy_stats, set_latency, ssh_command, start_sshd, stop_sshd, thaw_sshd, up)
 
 __all__ = ["DEFAULT_INVENTORY", "DEFAULT_ROOT", "NGINX", "PACKAGES", "PHP_FPM", "SSHD", "WEB_USER", "LabError",
            "down", "ensure_packages", "fcgi_request", "fpm_ping", "fpm_reload", "fpm_restart", "fpm_status",
            "fpm_stop", "freeze_sshd", "host_info", "hosts", "inventory_yaml", "main", "nginx_reconfigure",
-           "nginx_stop", "ssh_command", "start_sshd", "stop_sshd", "thaw_sshd", "up"]
+           "nginx_stop", "proxy_stats", "set_latency", "ssh_command", "start_sshd", "stop_sshd", "thaw_sshd", "up"]
