@@ -47,9 +47,10 @@ import bigapp  # noqa: E402
 import doc  # noqa: E402
 from contenders import CONTENDERS, FAB, Deployer, rsync_stats, step_times, tool_sync  # noqa: E402
 from measure import (BenchError, ConnectionSampler, RelayCounters, SshdLogs, log, other_sandbox_hosts,  # noqa: E402
-                     run_measured, tail)
+                     ports_in_use, run_measured, tail)
 
 PHASES = ("loopback", "wan", "scale", "plan", "bigapp")
+BLOCK = 2000  # ports one layout of all phases takes: BASE .. BASE+1999
 med = statistics.median
 
 
@@ -66,10 +67,25 @@ def rotated(items, n):
     return list(items[n:]) + list(items[:n])
 
 
-def start_lab(root, count, ssh_base, http_base, **kw):
+def start_lab(root, count, ctx, phase, **kw):
+    """Start `count` lab hosts for a phase, on the phase's ports, moved to the next free block of
+    ports when a socket of some other process holds one of them (ports above 32768 are also the
+    kernel's ephemeral range, so a long-lived outgoing connection may sit on one)."""
     lab.down(root, purge=True)  # from nothing: releases left by an earlier run change what rsync sends
     t0 = time.monotonic()
-    hosts = lab.up(count, root, None, ssh_base, http_base, **kw)
+    bases = ctx["ports"][phase]
+    for block in range(ctx["blocks"]):
+        shifted = [b + block * BLOCK for b in bases]
+        wanted = {b + i for b in shifted for i in range(1, count + 1)}
+        busy = wanted & ports_in_use()
+        if not busy:
+            break
+        log(f"{phase}: ports {sorted(busy)[:5]} are in use by other sockets; trying the next block of ports")
+    else:
+        raise BenchError(f"{phase}: no free block of ports from --port-base {ctx['port_base']} (--port-span)")
+    if kw.get("latency_ms"):
+        kw["proxy_base"] = shifted[2]
+    hosts = lab.up(count, root, None, shifted[0], shifted[1], **kw)
     hosts = sorted((h for h in hosts if h["index"] <= count), key=lambda h: h["index"])
     log(f"{count} lab host(s) up under {root} in {time.monotonic() - t0:.1f}s")
     return hosts, time.monotonic() - t0
@@ -152,7 +168,7 @@ def warm_up(dep, contenders, tag, source):
 
 def phase_loopback(args, ctx):
     ks = sorted(set(args.hosts))
-    hosts, _ = start_lab(ctx["roots"]["loopback"], max(ks), *ctx["ports"]["loopback"])
+    hosts, _ = start_lab(ctx["roots"]["loopback"], max(ks), ctx, "loopback")
     runs = []
     try:
         log(f"loopback: warm-up deploys on {max(ks)} hosts (not measured)")
@@ -174,9 +190,7 @@ def phase_loopback(args, ctx):
 def phase_wan(args, ctx):
     root = ctx["roots"]["wan"]
     rtts = sorted(set(args.wan_rtt))
-    ssh_base, http_base, proxy_base = ctx["ports"]["wan"]
-    hosts, _ = start_lab(root, args.wan_hosts, ssh_base, http_base, latency_ms=max(rtts) / 2 or 0.001,
-                         proxy_base=proxy_base)
+    hosts, _ = start_lab(root, args.wan_hosts, ctx, "wan", latency_ms=max(rtts) / 2 or 0.001)
     runs = []
     try:
         dep = Deployer(root, hosts, ctx["work"] / "wan", args.parallel or len(hosts))
@@ -204,7 +218,7 @@ def phase_wan(args, ctx):
 def phase_scale(args, ctx):
     root = ctx["roots"]["scale"]
     ks = sorted(set(args.scale_hosts))
-    hosts, up_time = start_lab(root, max(ks), *ctx["ports"]["scale"], light=True)
+    hosts, up_time = start_lab(root, max(ks), ctx, "scale", light=True)
     out = {"lab_up_s": up_time, "hosts": max(ks), "parallel": args.scale_parallel, "serial": args.scale_serial,
            "runs": []}
     try:
@@ -306,7 +320,7 @@ def phase_bigapp(args, ctx):
     log(f"bigapp: generating the app ({args.big_files} files, {args.big_mb} MB)")
     src = work / "src"
     tree = bigapp.make_app(ctx["source"], src, files=args.big_files, total_mb=args.big_mb)
-    hosts, _ = start_lab(root, 1, *ctx["ports"]["bigapp"])
+    hosts, _ = start_lab(root, 1, ctx, "bigapp")
     h = hosts[0]
     out = {"tree": tree, "storage_files": args.big_storage, "rounds": []}
     try:
@@ -443,8 +457,10 @@ def parse_args(argv):
     p.add_argument("--big-rounds", type=int, default=1)
     p.add_argument("--root-prefix", default="/srv/labbench", help="lab roots: PREFIX-loop, -wan, -scale, -big")
     p.add_argument("--port-base", type=int, default=20000, help="ports used: BASE .. BASE+1999")
+    p.add_argument("--port-span", type=int, default=BLOCK,
+                   help="ports the bench may use from BASE; a phase moves by 2000 when a port is busy")
     p.add_argument("--write", action="store_true", help="store results under --label and rewrite docs/benchmark.md")
-    p.add_argument("--label", default="before", help="results set to write (default 'before'; e.g. 'after')")
+    p.add_argument("--label", default="latest", help="results set to write (default 'latest'; e.g. 'before', 'after')")
     p.add_argument("--keep-work", action="store_true", help="keep the temp dir (logs, JSON reports)")
     a = p.parse_args(argv)
     a.phase = [x.strip() for x in a.phase.split(",") if x.strip()]
@@ -479,6 +495,7 @@ def main(argv=None):
         # (ssh base, http base[, relay base]); every host i adds i
         "ports": {"loopback": (b, b + 200), "wan": (b + 400, b + 600, b + 500), "scale": (b + 1000, b + 1300),
                   "bigapp": (b + 1700, b + 1800)},
+        "port_base": b, "blocks": max(1, args.port_span // BLOCK),
     }
     info = machine_info(ctx["roots"].values())
     ctx["work"] = Path(tempfile.mkdtemp(prefix="deploy-bench-"))

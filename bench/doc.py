@@ -117,7 +117,8 @@ def _counts_table(rows_by_setting, setting_name, setting_fmt, relay=False):
             if w not in r["contenders"]:
                 continue
             ph = r["contenders"][w]["per_host"]
-            row = [setting_fmt(setting, r), NAMES[w], num(ph.get("connections")), num(ph.get("sessions"))]
+            sftp = f" ({num(ph['sftp'])} SFTP)" if ph.get("sftp") else ""
+            row = [setting_fmt(setting, r), NAMES[w], num(ph.get("connections")), num(ph.get("sessions")) + sftp]
             if relay:
                 row += [num(ph.get("relay_turns"), 0), num((ph.get("relay_bytes_up") or 0) / 1024, 0),
                         num((ph.get("relay_bytes_down") or 0) / 1024, 0)]
@@ -209,13 +210,20 @@ def render_scale(p):
     top = max((r for r in p["runs"] if not r["serial"]), key=lambda r: r["k"], default=None)
     if base and top and top is not base:
         out += [f"Tool CPU per host at K={top['k']} / at K={base['k']}: "
-                f"{x_(ratio(top['cpu_own_per_host'], base['cpu_own_per_host']), CPU_FLAT_TARGET)}.", ""]
+                f"{x_(ratio(top['cpu_own_per_host'], base['cpu_own_per_host']), CPU_FLAT_TARGET)}. The fixed part "
+                "(start-up, planning) is shared by more hosts at larger K; the CPU each additional host costs, "
+                f"(CPU at K={top['k']} - CPU at K={base['k']}) / {top['k'] - base['k']}: "
+                f"**{marginal_cpu(base, top):.3f} s** per host.", ""]
     for r in p["runs"]:
         if r["k"] == p["hosts"]:
             series = ", ".join(f"{t:g}s: {n}" for t, n in r["open_series"])
             out += [f"Open SSH connections over time, K={r['k']}" + (f" serial {r['serial']}" if r["serial"] else "")
                     + f" (most open in each slice of the run, sampled every 0.1 s from /proc/net/tcp): {series}.", ""]
     return out
+
+
+def marginal_cpu(lo, hi):
+    return (hi["cpu_own_per_host"] * hi["k"] - lo["cpu_own_per_host"] * lo["k"]) / (hi["k"] - lo["k"])
 
 
 def render_plan(p):
@@ -292,7 +300,8 @@ def target_values(ph):
         if len(runs) > 1:
             lo, hi = min(runs, key=lambda r: r["k"]), max(runs, key=lambda r: r["k"])
             v[f"tool CPU per host, {hi['k']} vs {lo['k']} hosts: within {CPU_FLAT_TARGET}x"] = [
-                x_(ratio(hi["cpu_own_per_host"], lo["cpu_own_per_host"]), CPU_FLAT_TARGET)]
+                x_(ratio(hi["cpu_own_per_host"], lo["cpu_own_per_host"]), CPU_FLAT_TARGET)
+                + f" (marginal {marginal_cpu(lo, hi):.3f} s vs {lo['cpu_own_per_host']:.3f} s per host)"]
         top = max(ph["scale"]["runs"], key=lambda r: r["k"])
         v[f"peak RSS of fab, {top['k']} hosts (reported)"] = [mb(max(r["maxrss_kb"] for r in ph["scale"]["runs"]))]
         for r in ph["scale"]["runs"]:
@@ -390,9 +399,12 @@ file per host). Hosts deploy in parallel (all at once unless `--parallel`).
 
 ## Run it
 
-As root, on this kind of machine (`make bench` = everything, about 20 minutes):
+As root, on this kind of machine (`make bench` = every phase with `--write --label latest`,
+about 15 minutes on a quiet 2-core machine, 20 when it is shared):
 
-    .venv/bin/python bench/bench.py --phase loopback,wan,scale,plan,bigapp --write --label before
+    make bench                                              # everything, label "latest"
+    make bench BENCH_LABEL=after BENCH_ARGS="--phase wan"   # one phase, under "after"
+    .venv/bin/python bench/bench.py --phase loopback,wan --repeat 2 --write --label before
 
 | option | default | what |
 |---|---|---|
@@ -403,12 +415,12 @@ As root, on this kind of machine (`make bench` = everything, about 20 minutes):
 | `--scale-hosts` / `--scale-parallel` / `--scale-serial` / `--scale-rounds` | 8,32,100 / 20 / 5%,25% / 1 | scale phase |
 | `--plan-hosts` | 500 | `fab plan` size |
 | `--big-files` / `--big-mb` / `--big-storage` / `--big-rounds` | 10000 / 100 / 100000 / 1 | real-sized app |
-| `--root-prefix` / `--port-base` | /srv/labbench / 20000 | lab roots PREFIX-loop, -wan, -scale, -big; ports BASE..BASE+1999 |
-| `--write` / `--label` | off / before | store results as `bench/results/LABEL.json` (only the phases run are replaced) and rewrite this file |
+| `--root-prefix` / `--port-base` / `--port-span` | /srv/labbench / 20000 / 2000 | lab roots PREFIX-loop, -wan, -scale, -big; ports BASE..BASE+1999; with a larger span a phase moves to the next 2000 ports when another socket holds one of its ports |
+| `--write` / `--label` | off / latest | store results as `bench/results/LABEL.json` (only the phases run are replaced) and rewrite this file |
 | `--keep-work` | off | keep logs and JSON reports |
 
-After a change to the tool, `make bench BENCH_ARGS="--label after"` (or one phase:
-`--phase wan --label after`) adds an "after" column to the targets table and its own section.
+Every label stored in `bench/results/` gets a column in the targets table and its own section
+below; "before" is today's tool, measured before the speed work.
 """
 
 

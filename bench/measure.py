@@ -140,20 +140,27 @@ class RelayCounters:
 # ------------------------------------------------------------- open connections over time
 
 
-def _established_local_ports():
-    """Local ports of ESTABLISHED TCP sockets (IPv4 and IPv6), as a list (one per socket)."""
-    ports = []
+def tcp_sockets():
+    """(local port, state) of every TCP socket on the machine (IPv4 and IPv6); the state is
+    /proc/net/tcp's code: "01" ESTABLISHED, "06" TIME_WAIT, "0A" LISTEN."""
+    out = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table) as fh:
                 next(fh)
                 for line in fh:
                     parts = line.split(None, 4)
-                    if len(parts) > 3 and parts[3] == "01":
-                        ports.append(int(parts[1].rsplit(":", 1)[1], 16))
+                    if len(parts) > 3:
+                        out.append((int(parts[1].rsplit(":", 1)[1], 16), parts[3]))
         except OSError:
             pass
-    return ports
+    return out
+
+
+def ports_in_use():
+    """Local ports held by any TCP socket. TIME_WAIT included: a client socket's TIME_WAIT
+    blocks a listener's bind for 60 s when the client did not set SO_REUSEADDR."""
+    return {port for port, _ in tcp_sockets()}
 
 
 class ConnectionSampler:
@@ -184,7 +191,7 @@ class ConnectionSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            n = sum(1 for p in _established_local_ports() if p in self.ports)
+            n = sum(1 for port, state in tcp_sockets() if state == "01" and port in self.ports)
             self.samples.append((time.monotonic() - self.t0, n))
             if self.pid:
                 self.hwm_kb = max(self.hwm_kb, _vm_hwm(self.pid))

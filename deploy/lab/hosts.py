@@ -37,7 +37,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import latency
+if __package__:
+    from . import latency
+else:  # loaded by path (tests/test_lab.py does): the relay is the sibling file, standard library only
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("lab_latency", Path(__file__).with_name("latency.py"))
+    latency = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(latency)
 
 DEFAULT_ROOT = "/srv/lab"
 DEFAULT_INVENTORY = "hosts/lab.yml"
@@ -586,13 +593,19 @@ def _start_sshd(h: dict) -> int:
     Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
     _write(Path(h["sshd_config"]), _sshd_config(h))
     Path(h["sshd_pid_file"]).unlink(missing_ok=True)
+    mark = _size(h["sshd_log"])
     _run_daemon([SSHD, "-f", h["sshd_config"], "-E", h["sshd_log"]], Path(h["start_log"]))
+
+    # sshd daemonizes before it binds, and writes its pid file once it listens: wait for the
+    # pid file first (a connect to a port nobody listens on can even succeed, to itself).
+    def listening():
+        if _logged_since(h["sshd_log"], mark, ("Cannot bind any address",)):
+            raise LabError(f"{h['name']}: sshd cannot listen on 127.0.0.1:{h['ssh_port']}:\n{_tail(Path(h['sshd_log']), 4)}")
+        return _daemon_pid(Path(h["sshd_pid_file"]), h["sshd_config"])
+
+    pid = _wait(listening, START_TIMEOUT, f"{h['name']} sshd pid file")
     _wait(lambda: _port_open(h["ssh_port"]), START_TIMEOUT, f"{h['name']} sshd on port {h['ssh_port']}")
-    return _wait(
-        lambda: _daemon_pid(Path(h["sshd_pid_file"]), h["sshd_config"]),
-        START_TIMEOUT,
-        f"{h['name']} sshd pid file",
-    )
+    return pid
 
 
 def _start_fpm(h: dict) -> int:
@@ -644,6 +657,47 @@ def _start_proxy(h: dict) -> int:
         START_TIMEOUT,
         f"{h['name']} latency relay pid file",
     )
+
+
+# A client socket's TIME_WAIT (60 s) blocks a listener's bind too, when that client did not set
+# SO_REUSEADDR (most do not).
+BIND_RETRY_FOR = 65.0
+
+
+def _bind_retry(start, h: dict, log: str):
+    """start(h), again while its port is taken by someone else's connection.
+
+    Ports at or above 32768 are also the kernel's ephemeral range: an outgoing connection of any
+    process on the machine may hold our port for a while, and binding then fails with "Address
+    already in use". The daemon's log says so; wait and try again, for a bounded time.
+    """
+    deadline = time.monotonic() + BIND_RETRY_FOR
+    while True:
+        mark = _size(log)
+        try:
+            return start(h)
+        except LabError:
+            if time.monotonic() > deadline or not _logged_since(log, mark, ("Address already in use",)):
+                raise
+            _log(f"{h['name']}: a port is in use by another connection, retrying")
+            time.sleep(1.0)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _logged_since(path: str, offset: int, needles) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(n in text for n in needles)
 
 
 def _stop(pidfile: str, marker: str, with_descendants: bool = False) -> bool:
@@ -892,16 +946,16 @@ def up(
             h, running = item
             started = []
             if not running["sshd"]:
-                _start_sshd(h)
+                _bind_retry(_start_sshd, h, h["sshd_log"])
                 started.append("sshd")
             if not running["fpm"]:
                 _start_fpm(h)
                 started.append("fpm")
             if not running["nginx"]:
-                _start_nginx(h)
+                _bind_retry(_start_nginx, h, h["nginx_error_log"])
                 started.append("nginx")
             if h["proxy_port"] and not running["latency"]:
-                _start_proxy(h)
+                _bind_retry(_start_proxy, h, h["start_log"])
                 started.append(f"latency relay ({h['latency_ms']:g} ms each way)")
             elif running["latency"]:
                 latency.set_delay(h["latency_ctl"], h["latency_ms"])
