@@ -80,7 +80,7 @@ def heal(c, host, inventory=None, pipeline=None, json=False, attempts=2):
 
 @task(help={"hosts": "how many sandbox hosts (default 3)",
             "latency": "delay every SSH byte MS each way (a relay in front of each sshd; round trip 2 x MS)"})
-def lab_up(c, hosts=3, latency=0.0):
+def lab_up(c, hosts=3, latency=0):
     """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host; writes hosts/lab.yml."""
     from deploy import lab
     lab.ensure_packages()
