@@ -6,6 +6,7 @@ label, only the phases it ran, so a phase can be re-run on its own.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -33,7 +34,7 @@ def store(label, results):
     data = json.loads(path.read_text()) if path.exists() else {"label": label, "phases": {}}
     data["phases"].update(results)
     path.parent.mkdir(exist_ok=True)
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    path.write_text(json.dumps(data, indent=1) + "\n")  # key order kept: steps stay in pipeline order
 
 
 def load_all():
@@ -94,7 +95,7 @@ def _contender_table(rows_by_setting, setting_name, setting_fmt):
     """rows_by_setting: [(setting, summary)] where summary = {"contenders": {...}, "k": ...}."""
     whos = [w for w in NAMES if any(w in r["contenders"] for _, r in rows_by_setting)]
     head = [setting_name] + [f"{NAMES[w]} (median)" for w in whos] + \
-        ["tool / lean", "tool / baseline", "fabric / tool", "tool CPU per host (own)"]
+        ["tool / lean", "tool / baseline", "fabric / tool", "tool / lean, fastest rounds", "tool CPU per host (own)"]
     rows = []
     for setting, r in rows_by_setting:
         c = r["contenders"]
@@ -103,6 +104,7 @@ def _contender_table(rows_by_setting, setting_name, setting_fmt):
             x_(ratio(wall.get("tool"), wall.get("lean"))),
             x_(ratio(wall.get("tool"), wall.get("baseline"))),
             x_(ratio(wall.get("fabric"), wall.get("tool"))),
+            x_(ratio(min(c["tool"]["walls"]), min(c["lean"]["walls"]))) if "lean" in c else "-",
             s(c["tool"]["cpu_own_per_host"], 3)])
     return table(head, rows)
 
@@ -177,11 +179,13 @@ def render_wan(p):
             cells = []
             for w in NAMES:
                 if w in hi["contenders"] and w in lo["contenders"]:
-                    d = hi["contenders"][w]["wall"] - lo["contenders"][w]["wall"]
+                    # paired by round: the two round trips of a round ran a few seconds apart
+                    d = statistics.median(b - a for a, b in zip(lo["contenders"][w]["walls"], hi["contenders"][w]["walls"]))
                     cells.append(f"{NAMES[w]} {d:+.2f} s = {d * 1000 / extra:.0f} round trips")
-            out += [f"Latency cost (wall at {hi['rtt_ms']} ms minus wall at {lo['rtt_ms']} ms, divided by the "
-                    f"{extra} ms added per round trip: the round trips on the critical path of the whole "
-                    f"deploy): " + "; ".join(cells) + ".", ""]
+            out += [f"Latency cost (median over the rounds of the wall at {hi['rtt_ms']} ms minus the wall at "
+                    f"{lo['rtt_ms']} ms in the same round, divided by the {extra} ms added per round trip: the round "
+                    f"trips on the critical path of the whole deploy; negative values mean the machine's noise was "
+                    f"larger than the latency): " + "; ".join(cells) + ".", ""]
     last = [(r["rtt_ms"], r) for r in p["runs"][-1]]
     out += [f"Per host and deploy (run {len(p['runs'])}): connections and sessions from sshd's log; turns and "
             "bytes from the relay (a turn: the client sends after the server has sent since the client's last "
