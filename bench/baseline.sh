@@ -11,7 +11,7 @@
 # Optional: --user root (default), --web-user www-data, --keep 5, --php php,
 #           --fpmctl deploy/php/fpmctl.php (the tool's FastCGI client, uploaded like the tool does).
 #
-# Sessions on the host (each one pays the login shell's start-up, FACTS):
+# Sessions on the host (each one pays the login shell's start-up):
 #   1. prepare: layout, lock (mkdir), read current, drop a leftover build, upload fpmctl.php (stdin)
 #   -  rsync --link-dest=current/ over the same control connection
 #   2. build:   shared links, ACLs, the four artisan cache commands one by one

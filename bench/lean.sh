@@ -14,8 +14,8 @@
 #   1. rsync --link-dest=current/ into releases/<id> (its remote side creates releases/ first)
 #   2. one script: shared storage/ and .env links, ACLs (shared storage only when it lacks
 #      them, bootstrap/cache every time), the four artisan cache commands one by one (each
-#      exit code checked), RELEASE, atomic switch of current, FPM reload (clears OPCache,
-#      FACTS), curl of the health URL until it answers the new release id, prune.
+#      exit code checked), RELEASE, atomic switch of current, FPM reload (a graceful reload
+#      clears OPCache), curl of the health URL until it answers the new release id, prune.
 # No lock, no history, no pool probe, no rollback: a failure before the switch removes the
 # half-built release; a failure after it exits non-zero and leaves the host for a human.
 # Hosts run in parallel (at most --parallel at once); exit 1 if any host failed.
