@@ -43,8 +43,12 @@ unit: venv
 	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/test_inventory.py tests/test_pipeline.py tests/test_plans.py \
 		tests/test_htmlreport.py tests/test_notify.py
 
+# The benchmark (docs/benchmark.md): every phase, about 20 minutes; results stored as
+# bench/results/$(BENCH_LABEL).json and written into docs/benchmark.md. Parts: BENCH_ARGS="--phase wan".
+BENCH_LABEL ?= latest
+BENCH_ARGS ?=
 bench: deps
-	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench.py --write --label $(BENCH_LABEL) $(BENCH_ARGS)
 
 clean: lab-down
 	rm -rf $(VENV) *.egg-info

@@ -96,10 +96,11 @@ def heal(c, host=None, inventory=None, pipeline=None, json=False, attempts=None)
 @task(auto_shortflags=False, help={
     "hosts": "how many sandbox hosts, >= 1 (default 3)",
     "stack": "also the app stack (default on; --no-stack skips it): one MariaDB and one Redis for the lab, "
-             "a supervisord per host running the queue workers and the scheduler"})
-def lab_up(c, hosts=None, stack=True):
+             "a supervisord per host running the queue workers and the scheduler",
+    "latency": "delay every SSH byte MS each way (a relay in front of each sshd; round trip 2 x MS)"})
+def lab_up(c, hosts=None, stack=True, latency=None):
     """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host, and the app stack; writes hosts/lab.yml."""
-    _done(cli.lab_up(hosts, stack=stack))
+    _done(cli.lab_up(hosts, stack=stack, latency=latency))
 
 
 @task(auto_shortflags=False, help={"purge": "also delete the sandbox directory (/srv/lab)"})

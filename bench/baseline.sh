@@ -11,7 +11,7 @@
 # Optional: --user root (default), --web-user www-data, --keep 5, --php php,
 #           --fpmctl deploy/php/fpmctl.php (the tool's FastCGI client, uploaded like the tool does).
 #
-# Sessions on the host (each one pays the login shell's start-up, FACTS):
+# Sessions on the host (each one pays the login shell's start-up):
 #   1. prepare: layout, lock (mkdir), read current, drop a leftover build, upload fpmctl.php (stdin)
 #   -  rsync --link-dest=current/ over the same control connection
 #   2. build:   shared links, ACLs, the four artisan cache commands one by one
@@ -19,12 +19,14 @@
 #               of /version, the pool's own check (fpmctl verify), prune, history line, unlock
 # A failure in 1-2 removes the half-built release and unlocks; a failure in 3 exits non-zero and
 # leaves the lock (a human looks; the tool would roll back, this script does not).
+# The remote scripts are built here on purpose: values are quoted with q() before they go.
+# shellcheck disable=SC2029
 set -euo pipefail
 
 user=root web_user=www-data keep=5 php=php
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 fpmctl="$here/../deploy/php/fpmctl.php"
-host= port=22 path= socket= pidfile= url= release= source= key= known_hosts=
+host='' port=22 path='' socket='' pidfile='' url='' release='' source='' key='' known_hosts=''
 
 while [ $# -gt 0 ]; do
     case $1 in

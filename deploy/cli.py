@@ -265,19 +265,22 @@ def unlock(host, inventory=None, reporter=None):
     return code
 
 
-def lab_up(hosts=None, stack=True, reporter=None):
+def lab_up(hosts=None, stack=True, latency=None, reporter=None):
     """`fab lab.up`: start (or keep) the sandbox hosts, print how to reach them."""
     reporter = reporter or Reporter()
     try:
         count = cliargs.parse_count("--hosts", hosts) or 3
+        latency_ms = cliargs.parse_count("--latency", latency, minimum=0) or 0
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
     from . import lab
     lab.ensure_packages()
-    started = lab.up(count, stack=stack)
+    started = lab.up(count, stack=stack, latency_ms=float(latency_ms))
     for h in started:
-        reporter.message(f"{h['name']}: ssh 127.0.0.1:{h['ssh_port']}  http://127.0.0.1:{h['http_port']}/version  {h['deploy_path']}")
+        via = f" (+{h['latency_ms']:g} ms each way)" if h.get("proxy_port") else ""
+        reporter.message(f"{h['name']}: ssh 127.0.0.1:{h['port']}{via}  http://127.0.0.1:{h['http_port']}/version"
+                         f"  {h['deploy_path']}")
         if h.get("stack"):
             reporter.message(f"      workers: {h['stack']['supervisor']['restart']}")
     if started and started[-1].get("stack"):

@@ -38,7 +38,7 @@ steps:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    the_lab = start(ROOT, 3, slot_port(3100), slot_port(9100), tmp_path_factory.mktemp("labfault"))
+    the_lab = start(ROOT, 3, slot_port(3600), slot_port(9600), tmp_path_factory.mktemp("labfault"))
     yield the_lab
     labmod.down(ROOT, purge=True)
 

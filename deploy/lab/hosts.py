@@ -34,7 +34,17 @@ import struct
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+if __package__:
+    from . import latency
+else:  # loaded by path (tests/test_lab.py does): the relay is the sibling file, standard library only
+    import importlib.util
+
+    _spec = importlib.util.spec_from_file_location("lab_latency", Path(__file__).with_name("latency.py"))
+    latency = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(latency)
 
 DEFAULT_ROOT = "/srv/lab"
 DEFAULT_INVENTORY = "hosts/lab.yml"
@@ -81,6 +91,10 @@ BINARIES = {
 }
 
 START_TIMEOUT = 10.0
+# Hosts whose daemons start at once in up(): starting is mostly waiting for ports and pings.
+START_WORKERS = 8
+# The delaying relay in front of sshd (latency.py), run by path with this interpreter.
+LATENCY_SCRIPT = Path(__file__).with_name("latency.py")
 STOP_TIMEOUT = 10.0
 
 # Pool settings written by up(); fpm_restart(**overrides) changes them per host.
@@ -390,6 +404,9 @@ def _paths(root: Path, i: int) -> dict:
         "nginx_access_log": str(d / "nginx-access.log"),
         "state_file": str(d / "lab.json"),
         "start_log": str(d / "start.log"),
+        "latency_pid_file": str(d / "latency.pid"),
+        "latency_ctl": str(d / "latency.ctl"),
+        "latency_log": str(d / "latency.log"),
         "key": str(root / "ssh" / "id_ed25519"),
         "known_hosts": str(root / "ssh" / "known_hosts"),
         "authorized_keys": str(root / "ssh" / "authorized_keys"),
@@ -412,6 +429,7 @@ def _pids(h: dict) -> dict:
         "sshd": _daemon_pid(Path(h["sshd_pid_file"]), h["sshd_config"]),
         "fpm": _daemon_pid(Path(h["fpm_pid_file"]), h["fpm_conf"]),
         "nginx": _daemon_pid(Path(h["nginx_pid_file"]), h["nginx_conf"]),
+        "latency": _daemon_pid(Path(h["latency_pid_file"]), h["latency_ctl"]),
     }
 
 
@@ -420,6 +438,11 @@ def _host(root: Path, i: int, state: dict) -> dict:
     h.update(
         ssh_port=state["ssh_port"],
         http_port=state["http_port"],
+        # with a latency relay, clients (the inventory, known_hosts) use its port, not sshd's
+        proxy_port=state.get("proxy_port"),
+        port=state.get("proxy_port") or state["ssh_port"],
+        latency_ms=state.get("latency_ms", 0),
+        light=state.get("light", False),
         address="127.0.0.1",
         realpath_root=state["realpath_root"],
         pool=dict(state["pool"]),
@@ -461,6 +484,8 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 StrictModes yes
 UseDNS no
+# VERBOSE: one "Starting session: ..." line per session (channel), counted by bench/
+LogLevel VERBOSE
 PrintMotd no
 PrintLastLog no
 X11Forwarding no
@@ -526,7 +551,7 @@ pid {h['nginx_pid_file']};
 error_log {h['nginx_error_log']};
 
 events {{
-    worker_connections 256;
+    worker_connections {64 if h['light'] else 256};
 }}
 
 http {{
@@ -583,13 +608,19 @@ def _start_sshd(h: dict) -> int:
     Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
     _write(Path(h["sshd_config"]), _sshd_config(h))
     Path(h["sshd_pid_file"]).unlink(missing_ok=True)
+    mark = _size(h["sshd_log"])
     _run_daemon([SSHD, "-f", h["sshd_config"], "-E", h["sshd_log"]], Path(h["start_log"]))
+
+    # sshd daemonizes before it binds, and writes its pid file once it listens: wait for the
+    # pid file first (a connect to a port nobody listens on can even succeed, to itself).
+    def listening():
+        if _logged_since(h["sshd_log"], mark, ("Cannot bind any address",)):
+            raise LabError(f"{h['name']}: sshd cannot listen on 127.0.0.1:{h['ssh_port']}:\n{_tail(Path(h['sshd_log']), 4)}")
+        return _daemon_pid(Path(h["sshd_pid_file"]), h["sshd_config"])
+
+    pid = _wait(listening, START_TIMEOUT, f"{h['name']} sshd pid file")
     _wait(lambda: _port_open(h["ssh_port"]), START_TIMEOUT, f"{h['name']} sshd on port {h['ssh_port']}")
-    return _wait(
-        lambda: _daemon_pid(Path(h["sshd_pid_file"]), h["sshd_config"]),
-        START_TIMEOUT,
-        f"{h['name']} sshd pid file",
-    )
+    return pid
 
 
 def _start_fpm(h: dict) -> int:
@@ -630,6 +661,60 @@ def _start_nginx(h: dict) -> int:
     )
 
 
+def _start_proxy(h: dict) -> int:
+    Path(h["latency_pid_file"]).unlink(missing_ok=True)
+    _run_daemon([sys.executable, str(LATENCY_SCRIPT), "serve", "--listen", str(h["proxy_port"]),
+                 "--target", str(h["ssh_port"]), "--delay-ms", str(h["latency_ms"]), "--ctl", h["latency_ctl"],
+                 "--pid-file", h["latency_pid_file"], "--log", h["latency_log"]], Path(h["start_log"]))
+    _wait(lambda: _port_open(h["proxy_port"]), START_TIMEOUT, f"{h['name']} latency relay on port {h['proxy_port']}")
+    return _wait(
+        lambda: _daemon_pid(Path(h["latency_pid_file"]), h["latency_ctl"]) and Path(h["latency_ctl"]).exists(),
+        START_TIMEOUT,
+        f"{h['name']} latency relay pid file",
+    )
+
+
+# A client socket's TIME_WAIT (60 s) blocks a listener's bind too, when that client did not set
+# SO_REUSEADDR (most do not).
+BIND_RETRY_FOR = 65.0
+
+
+def _bind_retry(start, h: dict, log: str):
+    """start(h), again while its port is taken by someone else's connection.
+
+    Ports at or above 32768 are also the kernel's ephemeral range: an outgoing connection of any
+    process on the machine may hold our port for a while, and binding then fails with "Address
+    already in use". The daemon's log says so; wait and try again, for a bounded time.
+    """
+    deadline = time.monotonic() + BIND_RETRY_FOR
+    while True:
+        mark = _size(log)
+        try:
+            return start(h)
+        except LabError:
+            if time.monotonic() > deadline or not _logged_since(log, mark, ("Address already in use",)):
+                raise
+            _log(f"{h['name']}: a port is in use by another connection, retrying")
+            time.sleep(1.0)
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def _logged_since(path: str, offset: int, needles) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            text = fh.read().decode(errors="replace")
+    except OSError:
+        return False
+    return any(n in text for n in needles)
+
+
 def _stop(pidfile: str, marker: str, with_descendants: bool = False) -> bool:
     pid = _daemon_pid(Path(pidfile), marker)
     if pid is None:
@@ -643,6 +728,7 @@ def _stop(pidfile: str, marker: str, with_descendants: bool = False) -> bool:
 def _stop_host(h: dict) -> list[str]:
     stopped = []
     for what, pidfile, marker, desc in (
+        ("latency", h["latency_pid_file"], h["latency_ctl"], False),
         ("nginx", h["nginx_pid_file"], h["nginx_conf"], True),
         ("fpm", h["fpm_pid_file"], h["fpm_conf"], True),
         ("sshd", h["sshd_pid_file"], h["sshd_config"], True),
@@ -656,8 +742,8 @@ def _stop_host(h: dict) -> list[str]:
 def _stray_masters(root: Path) -> list[int]:
     """Lab masters under root found by cmdline (for pid files lost or overwritten)."""
     pat = re.compile(
-        r"^(sshd:|/usr/sbin/sshd|php-fpm|/usr/sbin/php-fpm|nginx:|/usr/sbin/nginx|nginx )"
-        r".*" + re.escape(str(root)) + r"/lab\d+/(sshd_config|fpm\.conf|nginx\.conf)\b"
+        r"^(sshd:|/usr/sbin/sshd|php-fpm|/usr/sbin/php-fpm|nginx:|/usr/sbin/nginx|nginx |\S*python\S* \S*latency\.py )"
+        r".*" + re.escape(str(root)) + r"/lab\d+/(sshd_config|fpm\.conf|nginx\.conf|latency\.ctl)\b"
     )
     out = []
     for p in Path("/proc").iterdir():
@@ -740,7 +826,9 @@ def _write_known_hosts(root: Path, hosts: list[dict]) -> None:
     new = {}
     for h in hosts:
         typ, b64 = Path(h["host_key"] + ".pub").read_text().split()[:2]
-        new[f"[127.0.0.1]:{h['ssh_port']}"] = f"[127.0.0.1]:{h['ssh_port']} {typ} {b64}"
+        # sshd's own port, and the relay's when there is one (same host key behind it)
+        for port in dict.fromkeys((h["ssh_port"], h["port"])):
+            new[f"[127.0.0.1]:{port}"] = f"[127.0.0.1]:{port} {typ} {b64}"
     keep = []
     if kh.exists():
         for line in kh.read_text().splitlines():
@@ -765,7 +853,7 @@ def inventory_yaml(root: str | os.PathLike, hosts: list[dict]) -> str:
         out += [
             f"  {h['name']}:",
             "    address: 127.0.0.1",
-            f"    port: {h['ssh_port']}",
+            f"    port: {h['port']}",
             f"    deploy_path: {h['deploy_path']}",
             "    fpm:",
             f"      socket: {h['socket']}",
@@ -805,6 +893,9 @@ def up(
     db_port: int | None = None,
     redis_port: int | None = None,
     workers_user: str = WEB_USER,
+    latency_ms: float = 0,
+    proxy_base: int | None = None,
+    light: bool = False,
 ) -> list[dict]:
     """Start lab1..lab{n} under root (idempotent) and write the inventory.
 
@@ -813,12 +904,20 @@ def up(
     With stack, also the app stack (services.py): one MariaDB on db_port and one Redis on
     redis_port for the lab, a supervisord per host running the queue workers and the
     scheduler as workers_user, and each host's first shared/.env.
+    latency_ms > 0 puts a delaying relay (latency.py, latency_ms each way) in front of each
+    host's sshd on port proxy_base+i (default ssh_base+1000+i); the inventory and known_hosts
+    then name the relay's port. A running relay gets the asked delay. light: one FPM worker
+    and fewer nginx connections per host (for fleets of 100). Hosts start in parallel.
     Returns one dict per host listed in the inventory (1..n plus any other running host).
     """
     from . import services
     _require_root()
     if n < 1:
         raise ValueError("n must be >= 1")
+    if latency_ms < 0:
+        raise ValueError("latency_ms must be >= 0")
+    if proxy_base is None:
+        proxy_base = ssh_base + 1000
     rootp = Path(root).resolve()
     t0 = time.monotonic()
     with _locked(rootp):
@@ -830,13 +929,17 @@ def up(
             i for i in _existing_indexes(rootp)
             if any(_pids(_paths(rootp, i)).values())
         })
-        hosts = []
+        todo = []
         for i in indexes:
             want = {
                 "ssh_port": ssh_base + i,
                 "http_port": http_base + i,
                 "realpath_root": bool(realpath_root),
-                "pool": dict(DEFAULT_POOL, validate_timestamps=int(validate_timestamps), directives={}),
+                "pool": dict(DEFAULT_POOL, validate_timestamps=int(validate_timestamps), directives={},
+                             **({"max_children": 1} if light else {})),
+                "light": bool(light),
+                "latency_ms": float(latency_ms),
+                "proxy_port": proxy_base + i if latency_ms > 0 else None,
             }
             old = _load_state(rootp, i)
             running = _pids(_paths(rootp, i))
@@ -847,6 +950,11 @@ def up(
                         f"not {want['ssh_port']} / {want['http_port']}: run down(root={root!r}) first"
                     )
                 state = old  # keep the running host's settings (fault injections included)
+                if i <= n and latency_ms > 0:
+                    if running["latency"] and old.get("proxy_port") != want["proxy_port"]:
+                        raise LabError(f"lab{i}'s latency relay runs on port {old.get('proxy_port')}, "
+                                       f"not {want['proxy_port']}: run down(root={root!r}) first")
+                    state = dict(old, proxy_port=want["proxy_port"], latency_ms=want["latency_ms"])
             else:
                 state = want
             h = _host(rootp, i, state)
@@ -855,20 +963,31 @@ def up(
             _mkdir(Path(h["deploy_path"]), 0o755)
             _ensure_host_key(h)
             _save_state(rootp, i, state)
+            todo.append((h, running))
 
+        def start(item):
+            h, running = item
             started = []
             if not running["sshd"]:
-                _start_sshd(h)
+                _bind_retry(_start_sshd, h, h["sshd_log"])
                 started.append("sshd")
             if not running["fpm"]:
                 _start_fpm(h)
                 started.append("fpm")
             if not running["nginx"]:
-                _start_nginx(h)
+                _bind_retry(_start_nginx, h, h["nginx_error_log"])
                 started.append("nginx")
+            if h["proxy_port"] and not running["latency"]:
+                _bind_retry(_start_proxy, h, h["start_log"])
+                started.append(f"latency relay ({h['latency_ms']:g} ms each way)")
+            elif running["latency"]:
+                latency.set_delay(h["latency_ctl"], h["latency_ms"])
             if started:
-                _log(f"{h['name']}: started {', '.join(started)} (ssh {h['ssh_port']}, http {h['http_port']})")
-            hosts.append(h)
+                _log(f"{h['name']}: started {', '.join(started)} (ssh {h['port']}, http {h['http_port']})")
+            return h
+
+        with ThreadPoolExecutor(max_workers=max(1, min(START_WORKERS, len(todo)))) as pool:
+            hosts = list(pool.map(start, todo))
 
         _write_known_hosts(rootp, hosts)
         if stack:
@@ -1119,6 +1238,36 @@ def nginx_stop(name: str, root: str = DEFAULT_ROOT) -> bool:
         return _stop(h["nginx_pid_file"], h["nginx_conf"], with_descendants=True)
 
 
+def set_latency(delay_ms: float, root: str = DEFAULT_ROOT, names: list[str] | None = None) -> list[dict]:
+    """Change the one-way delay of running latency relays (all hosts of root, or names).
+
+    Hosts started without a relay are skipped (start them with up(latency_ms=...)). The delay
+    is kept in lab.json, so a later up() without latency_ms keeps it. Returns the relays' stats.
+    """
+    rootp = Path(root).resolve()
+    out = []
+    with _locked(rootp):
+        for i in _existing_indexes(rootp):
+            state = _load_state(rootp, i)
+            h = _paths(rootp, i)
+            if not state or (names and h["name"] not in names):
+                continue
+            if not _daemon_pid(Path(h["latency_pid_file"]), h["latency_ctl"]):
+                continue
+            state["latency_ms"] = float(delay_ms)
+            _save_state(rootp, i, state)
+            out.append(dict(latency.set_delay(h["latency_ctl"], delay_ms), host=h["name"]))
+    return out
+
+
+def proxy_stats(name: str, root: str = DEFAULT_ROOT) -> dict:
+    """The latency relay's counters for one host (connections, open, bytes, turns; latency.py)."""
+    h = _get_host(name, root)
+    if not _daemon_pid(Path(h["latency_pid_file"]), h["latency_ctl"]):
+        raise LabError(f"{name} has no latency relay running (start it with up(latency_ms=...))")
+    return latency.stats(h["latency_ctl"])
+
+
 def ssh_command(name: str, root: str = DEFAULT_ROOT) -> list[str]:
     """argv prefix for the OpenSSH client to log in to a lab host (strict host keys)."""
     h = _get_host(name, root)
@@ -1129,7 +1278,7 @@ def ssh_command(name: str, root: str = DEFAULT_ROOT) -> list[str]:
         "-o", "StrictHostKeyChecking=yes",
         "-o", "BatchMode=yes",
         "-o", "ConnectTimeout=5",
-        "-p", str(h["ssh_port"]),
+        "-p", str(h["port"]),
         "root@127.0.0.1",
     ]
 
@@ -1153,6 +1302,10 @@ def main(argv: list[str] | None = None) -> int:
     pu.add_argument("--db-port", type=int, default=None, help="the stack's MariaDB port (default 3307)")
     pu.add_argument("--redis-port", type=int, default=None, help="the stack's Redis port (default 6380)")
     pu.add_argument("--workers-user", default=WEB_USER, help="user of the queue workers and the scheduler")
+    pu.add_argument("--latency", type=float, default=0, metavar="MS",
+                    help="delay every SSH byte MS each way (a relay in front of sshd; round trip 2 x MS)")
+    pu.add_argument("--proxy-base", type=int, default=None, help="relay ports: BASE+i (default: ssh-base+1000)")
+    pu.add_argument("--light", action="store_true", help="one FPM worker, fewer nginx connections (big fleets)")
     pd = sub.add_parser("down", help="stop all lab daemons under root")
     pd.add_argument("--root", default=DEFAULT_ROOT)
     pd.add_argument("--purge", action="store_true")
@@ -1164,9 +1317,11 @@ def main(argv: list[str] | None = None) -> int:
             if a.ensure_packages:
                 ensure_packages()
             hs = up(a.n, a.root, a.inventory, a.ssh_base, a.http_base, a.validate_timestamps, not a.document_root,
-                    stack=a.stack, db_port=a.db_port, redis_port=a.redis_port, workers_user=a.workers_user)
+                    stack=a.stack, db_port=a.db_port, redis_port=a.redis_port, workers_user=a.workers_user,
+                    latency_ms=a.latency, proxy_base=a.proxy_base, light=a.light)
             for h in hs:
-                print(f"{h['name']}\tssh {h['ssh_port']}\thttp {h['http_port']}\t{h['deploy_path']}")
+                via = f" (relay, {h['latency_ms']:g} ms each way, sshd {h['ssh_port']})" if h["proxy_port"] else ""
+                print(f"{h['name']}\tssh {h['port']}{via}\thttp {h['http_port']}\t{h['deploy_path']}")
         elif a.cmd == "down":
             down(a.root, a.purge)
         else:
@@ -1178,6 +1333,8 @@ def main(argv: list[str] | None = None) -> int:
                     + (f"\tsupervisord pid {h['stack']['supervisor']['pid']}\tdb {h['stack']['db']['port']} pid "
                        f"{h['stack']['db']['pid']}\tredis {h['stack']['redis']['port']} pid {h['stack']['redis']['pid']}"
                        if h["stack"] else "")
+                    + (f"\tlatency relay {h['proxy_port']} pid {h['latency_pid']} {h['latency_ms']:g} ms"
+                       if h["proxy_port"] else "")
                 )
     except LabError as e:
         print(f"lab: {e}", file=sys.stderr)
