@@ -34,6 +34,10 @@ demo: lab-up
 	$(BIN)/fab deploy --host lab
 	$(BIN)/fab releases --host lab
 	@for port in $$(seq 8001 $$((8000 + $(HOSTS)))); do printf 'http://127.0.0.1:%s/version -> ' $$port; curl -s http://127.0.0.1:$$port/version; echo; done
+	@# A job dispatched after the deploy, processed by a queue worker: the database row names its release.
+	@token=demo$$(date +%s); curl -s -o /dev/null -X POST http://127.0.0.1:8001/jobs/$$token; \
+	 for i in $$(seq 1 60); do body=$$(curl -s -f http://127.0.0.1:8001/jobs/$$token) && break; sleep 0.5; done; \
+	 echo "job $$token dispatched after the deploy, processed by release: $$(printf '%s' "$$body" | sed -n 's/.*"release":"\([^"]*\)".*/\1/p')"
 
 # Every test: unit tests (plans as data) and behaviour tests on real sandbox hosts.
 test: deps

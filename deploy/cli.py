@@ -96,8 +96,10 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
         hosts, pipe = load(host, inventory, pipeline, source)
         release = release or planner.new_release_id()
         operator = planner.Operator.here()
+        # The host that migrates goes first (its batch is the first); every plan names it.
+        primary, hosts = fleet_mod.primary(hosts, pipe)
         # Plan every host first: a bad setting for any host stops the run before any SSH.
-        plans = {h.name: planner.deploy(h, pipe, release, operator) for h in hosts}
+        plans = {h.name: planner.deploy(h, pipe, release, operator, primary=primary) for h in hosts}
         targets = [] if dry_run else notify.resolve(pipe.notify)
         if not dry_run:  # a plan never connects; a deploy needs the key and known_hosts files
             inventory_mod.check_controller_files(hosts)
@@ -119,7 +121,7 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
     reporter.start([h.name for h in hosts])
     with _Interrupt(reporter) as interrupt:
         fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=parallel, stop_event=interrupt.event,
-                                plans=plans)
+                                plans=plans, primary=primary)
         try:
             results = fleet.deploy(release, serial=serial, max_fail=max_fail, rollback_all=rollback_all)
         finally:

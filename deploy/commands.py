@@ -99,6 +99,7 @@ class Command:
     capture: str | None = None  # the executor keeps this command's output under that name
     timeout: int | None = None  # seconds; None: the host's command_timeout
     gate: bool = False          # the switch of current: runs only on the executor's "go" (executor.py)
+    signal: str | None = None   # the executor reports this name and the exit code when it ends
 
     def render(self, reveal=False):
         text = self.template.format(*(quote(a, reveal) for a in self.args))

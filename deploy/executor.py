@@ -103,6 +103,7 @@ class _Watch:
         self.deadline = None
         self.timed_out = None     # index of the command that ran past its timeout
         self.gate = None          # "go" / "stop": the answer given at a gate, if any
+        self.waiting = False      # the script waits at a gate for an answer not given yet
 
     def output(self, chunk):
         self.buf += chunk
@@ -124,25 +125,42 @@ class _Watch:
             elif tag == "E":
                 self.end[n] = time.monotonic()
                 self.running = None
+                cmd = self.items[n][2]
+                if cmd.signal and self.runner.on_signal:
+                    self.runner.on_signal(cmd.signal, int(m.group(3)))
             elif tag == "G":
-                stop = self.runner.stop is not None and self.runner.stop.is_set()
-                self.gate = "stop" if stop else "go"
-                self.runner.gates.append(self.gate)
-                reply = self.gate + "\n"
+                self.waiting = True
+                reply = self._answer()
         return reply
+
+    def _answer(self):
+        """The gate's answer: "stop" once a stop was asked for, else what the fleet says (it may
+        hold the switch until a once-per-fleet step ran elsewhere: None means not yet)."""
+        stop = self.runner.stop is not None and self.runner.stop.is_set()
+        answer = "stop" if stop else (self.runner.gate_hook() if self.runner.gate_hook else "go")
+        if answer is None:
+            return None
+        self.waiting = False
+        self.gate = answer
+        self.runner.gates.append(answer)
+        return answer + "\n"
 
     def tick(self):
         if self.running is not None and time.monotonic() > self.deadline:
             self.timed_out = self.running
             return False
+        if self.waiting:
+            return self._answer()
         return True
 
 
 class Runner:
     """Runs PlannedSteps on one connected host."""
 
-    def __init__(self, transport, host, emit, secrets=(), stop=None):
+    def __init__(self, transport, host, emit, secrets=(), stop=None, gate_hook=None, on_signal=None):
         self.transport = transport
+        self.gate_hook = gate_hook    # () -> "go" / "stop" / None (not yet): the fleet's say at a gate
+        self.on_signal = on_signal    # (signal, exit code): a command marked `signal` ended
         self.stop = stop          # threading.Event: Ctrl-C/SIGTERM; honoured between sessions and at gates
         self.host = host
         self.emit = emit

@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from . import operations as ops
+from .errors import ConfigError
 
 DEFAULT_PARALLEL = 10
 _FOLD = object()   # a host whose lock is taken in its own first session, not in the lock pass
@@ -39,9 +40,54 @@ def threshold(max_fail, batch_size):
     return int(max_fail)
 
 
+def primary(hosts, pipeline):
+    """The host that runs the once-per-fleet steps (migrate): the one marked `primary: true`,
+    else the first. Returns (primary name or None when the pipeline has no such step, hosts in
+    deploy order: the primary first, so it is in the first batch)."""
+    if not any(s.spec.once_per_fleet for s in pipeline.steps) or not hosts:
+        return None, list(hosts)
+    marked = [h for h in hosts if h.primary]
+    if len(marked) > 1:
+        raise ConfigError(f"{len(marked)} hosts are marked primary: {', '.join(h.name for h in marked)}",
+                          marked[1].source, key="primary",
+                          hint="mark one host primary: true (it runs the migrations), or deploy them separately")
+    first = marked[0] if marked else hosts[0]
+    return first.name, [first] + [h for h in hosts if h is not first]
+
+
+class Hold:
+    """Every host's switch waits for the fleet's once-per-deploy steps (the migration on the
+    primary host): the gate before activate answers "go" once they succeeded, "stop" when they
+    failed or the primary ended without running them."""
+
+    def __init__(self, primary):
+        self.primary = primary
+        self.done = threading.Event()
+        self.ok = None
+        self.reason = ""
+
+    def answer(self):
+        if not self.done.is_set():
+            return None
+        return "go" if self.ok else "stop"
+
+    def refused(self):
+        return self.done.is_set() and not self.ok
+
+    def signalled(self, signal, code):
+        self.resolve(code == 0, "" if code == 0 else f"the migration on {self.primary} failed (exit {code})")
+
+    def resolve(self, ok, reason=""):
+        if not self.done.is_set():
+            self.ok, self.reason = ok, reason
+            self.done.set()
+
+
 class Fleet:
-    def __init__(self, hosts, pipeline, operator, emit, parallel=None, stop_event=None, plans=None):
+    def __init__(self, hosts, pipeline, operator, emit, parallel=None, stop_event=None, plans=None, primary=None):
         self.hosts = hosts
+        # One host and nothing else to wait for: no hold (its own migration precedes its switch).
+        self.hold = Hold(primary) if primary and len(hosts) > 1 else None
         self.pipeline = pipeline
         self.operator = operator
         self.emit = emit
@@ -161,6 +207,14 @@ class Fleet:
         return [results[h.name] for h in self.hosts]
 
     def _deploy_one(self, host, release, held, results):
+        result = self._start(host, release, held, results)
+        if self.hold and host.name == self.hold.primary:
+            # The primary ended and its migration did not end (failed before it, unreachable,
+            # never started): the other hosts must not wait for it.
+            self.hold.resolve(False, f"{host.name} ended '{result.state}' before its migration ran")
+        return result
+
+    def _start(self, host, release, held, results):
         if host.name not in held:   # unreachable when locking
             return results[host.name]
         if self.stop.is_set():
@@ -169,10 +223,10 @@ class Fleet:
         transport = held.pop(host.name)
         if transport is _FOLD:
             return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit,
-                                   steps=self.plans.get(host.name), stop=self.stop)
+                                   steps=self.plans.get(host.name), stop=self.stop, hold=self.hold)
         return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit, transport=transport,
-                               steps=self.plans.get(host.name),
-                               stop=self.stop, locked=results[host.name])
+                               steps=self.plans.get(host.name), stop=self.stop, locked=results[host.name],
+                               hold=self.hold)
 
     def _revert(self, hosts, results, release):
         def revert(host):

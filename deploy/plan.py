@@ -110,18 +110,35 @@ def prune(ctx):
                       desc=f"keep the {keep} newest releases")
 
 
-def deploy(host, pipeline, release, operator):
-    """The success path of a deploy: lock, prepare, every pipeline step, finalize."""
+def closing(ctx, operator):
+    """The end of every operation under the lock (finalize, discard, a rollback, a needs-human
+    record, a session given up): out of maintenance mode if the pipeline has that step, then
+    the lock given back."""
+    pipe = ctx.pipeline
+    up = [pipe.first("maintenance").module.up(ctx)] if pipe is not None and pipe.first("maintenance") else []
+    return up + [locks.release(ctx, operator)]
+
+
+def deploy(host, pipeline, release, operator, primary=None):
+    """The success path of a deploy: lock, prepare, every pipeline step, finalize.
+
+    primary: the host that runs the once-per-fleet steps (migrate); None: this one."""
     ctx = StepContext(host=host, pipeline=pipeline, release=release)
     steps = [locks.take(ctx, operator), prepare(ctx)]
     for step in pipeline.steps:
+        if step.spec.once_per_fleet and primary not in (None, host.name):
+            steps.append(PlannedStep(step.name, step.kind, [], step.where,
+                                     notes=[f"runs once per deploy, on {primary}: not on this host"]))
+            continue
         steps.append(PlannedStep(step.name, step.kind, step.module.plan(step.settings, ctx), step.where))
     steps.append(PlannedStep("finalize", "finalize", [
         prune(ctx),
         *([] if ctx.in_place else [remote.run(ctx, "manifest.sh", "record", host.deploy_path, release,
                                               desc="remember the files of the verified release")]),
-        append_history(ctx, {"action": "deploy", "release": release, "state": "deployed", "by": operator.token}),
-        locks.release(ctx, operator),
+        append_history(ctx, {"action": "deploy", "release": release, "state": "deployed", "by": operator.token,
+                              **({"migrated_on": primary} if primary not in (None, host.name)
+                                 and any(s.spec.once_per_fleet for s in pipeline.steps) else {})}),
+        *closing(ctx, operator),
     ]))
     return steps
 
@@ -136,7 +153,7 @@ def discard(host, pipeline, release, operator, reason):
     return [PlannedStep("discard", "discard", remove + [
         append_history(ctx, {"action": "deploy", "release": release, "state": "failed before switch",
                               "reason": reason, "by": operator.token}),
-        locks.release(ctx, operator),
+        *closing(ctx, operator),
     ])]
 
 
@@ -156,6 +173,11 @@ def rollback(host, pipeline, target, operator, failed=None, reason="", action="r
         steps.append(PlannedStep("check target", "check", [
             remote.run(ctx, "manifest.sh", "check", host.deploy_path, target,
                        desc=f"the files {target} was verified with are still there")]))
+    if pipeline.first("migrate") and not ctx.in_place:
+        # The schema is never rolled back: say so when the target lacks migrations the database has.
+        steps.append(PlannedStep("schema", "check", [
+            remote.run(ctx, "schema.sh", "ahead", ctx.paths.current, ctx.release_dir, ctx.php(), capture="schema",
+                       desc=f"migrations the database has that {target} does not know")]))
     if failed or unmark:
         steps.append(PlannedStep("mark bad", "mark", (
             [ctx.cmd("mkdir -p {} && printf '%s\\n' {} > {}", ctx.paths.bad, reason or "failed verification",
@@ -177,6 +199,6 @@ def rollback(host, pipeline, target, operator, failed=None, reason="", action="r
     steps.append(PlannedStep("finalize", "finalize", [
         append_history(ctx, {"action": action, "release": target, "from": failed, "state": "rolled back",
                               "reason": reason, "by": operator.token}),
-        locks.release(ctx, operator),
+        *closing(ctx, operator),
     ]))
     return steps

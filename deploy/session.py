@@ -14,7 +14,8 @@ holding it. On leaving the block, a lock still held is released when the connect
 
 import time
 
-from . import locks
+from . import plan as planner
+from .commands import PlannedStep
 from .context import StepContext
 from .executor import Runner
 from .transport import HostKeyError, Transport, TransportError
@@ -25,7 +26,9 @@ def connect(host):
 
 
 class HostSession:
-    def __init__(self, host, emit, operator=None, pipeline=None, stop=None, transport=None, locked=False):
+    def __init__(self, host, emit, operator=None, pipeline=None, stop=None, transport=None, locked=False,
+                 gate_hook=None, on_signal=None):
+        self.gate_hook, self.on_signal = gate_hook, on_signal   # the fleet's say (executor.Runner)
         self.host = host
         self.emit = emit
         self.operator = operator
@@ -38,14 +41,16 @@ class HostSession:
     def __enter__(self):
         if self.transport is None:
             self.transport = connect(self.host)
-        self.runner = Runner(self.transport, self.host, self.emit, stop=self.stop)
+        self.runner = Runner(self.transport, self.host, self.emit, stop=self.stop, gate_hook=self.gate_hook,
+                             on_signal=self.on_signal)
         return self
 
     def __exit__(self, *exc):
         try:
             if self.locked and self.operator is not None and self.transport.alive():
                 self.runner.facts.pop("unlocked", None)
-                self.run([locks.release_step(StepContext(self.host, self.pipeline, "-"), self.operator)])
+                ctx = StepContext(self.host, self.pipeline, "-")
+                self.run([PlannedStep("unlock", "unlock", planner.closing(ctx, self.operator))])
         except Exception:  # best effort on a path that is already failing
             pass
         finally:

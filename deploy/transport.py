@@ -198,7 +198,8 @@ class Transport:
         script's stdin (the switch gate's answer, see executor.py). keep_stdin: leave stdin open
         for such answers (otherwise it is closed at once: commands never wait for input).
         tick(): called at least twice a second; returning False aborts the session (a command
-        ran past its timeout); the executor then kills what is left of it on the host.
+        ran past its timeout; the executor then kills what is left of it on the host); returning
+        text sends it to stdin (a gate answered late).
 
         A host that stops answering is noticed by asking it for a reply every STALL_PING s of
         silence: no reply within host.stall_timeout raises SessionLost, like a dropped
@@ -237,9 +238,12 @@ class Transport:
                             chan.sendall(reply.encode())
                     elif data == b"":
                         break  # EOF: the script ended (or the connection did)
-                    if tick is not None and tick() is False:
+                    said = tick() if tick is not None else True
+                    if said is False:
                         aborted = True
                         break
+                    if isinstance(said, str):
+                        chan.sendall(said.encode())
                     if liveness.lost():
                         raise SessionLost(f"{self.host.name} stopped answering (no reply for "
                                           f"{self.host.stall_timeout}s)", "".join(out))

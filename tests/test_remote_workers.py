@@ -121,7 +121,8 @@ def test_a_worker_left_in_the_old_release_is_named_and_fails(app):
     assert status == "stale" and release == f"release={root}/releases/r1"
     assert why == f"why=runs {root}/releases/r1, not the live {root}/releases/r2"
     assert "queue:work" in cmd
-    assert summary == f"NOT proven: 1 of 2 process(es) do not run {root}/releases/r2 started after {switched}"
+    assert summary.startswith(f"NOT proven: 1 of 2 process(es) do not run {root}/releases/r2 started after {switched}: ")
+    assert summary.endswith(f"(stale, release={root}/releases/r1)")   # the offender named: pid, command, release
 
 
 def test_a_worker_in_the_live_release_started_before_the_switch_is_old(app):
@@ -175,12 +176,23 @@ def test_a_deleted_release_is_stale(app):
 def test_a_process_it_cannot_inspect_is_unknown_never_ok(open_app):
     app = open_app
     root = app["root"]
-    p = app["start"](root / "current", PHP, f"{root}/current/artisan", "queue:work")   # root's process
+    p = app["start"](root / "current", PHP, "artisan", "queue:work")   # root's process, relative script
     code, rows, summary, r = workers(root, root / "current", 0, user="nobody")
     assert code == 1, r.stdout + r.stderr
     status, _, _, cwd, release, why, _ = rows[p.pid]
     assert status == "unknown" and cwd == "cwd=" and release == "release="
     assert why == f"why=cannot read /proc/{p.pid}/cwd (run as root or as the process's user)"
+
+
+def test_unreadable_cwd_counts_only_when_started_after_the_switch_through_current(open_app):
+    app = open_app
+    root = app["root"]
+    p = app["start"](root / "current", PHP, f"{root}/current/artisan", "queue:work")
+    code, rows, _, r = workers(root, root / "current", 0, user="nobody")
+    assert code == 0 and rows[p.pid][0] == "ok", r.stdout + r.stderr
+    assert "started after the switch" in rows[p.pid][5]
+    code, rows, _, r = workers(root, root / "current", time.time() + 3600, user="nobody")
+    assert code == 1 and rows[p.pid][0] == "unknown", r.stdout + r.stderr
 
 
 def test_custom_pattern(app):
@@ -234,3 +246,24 @@ def test_bad_usage_exits_2(app, argv, words):
     argv = [a.format(root=app["root"]) for a in argv]
     r = subprocess.run(["sh", str(SCRIPT), *argv], capture_output=True, text=True)
     assert r.returncode == 2 and words in r.stderr
+
+
+def test_kill_restarts_stale_workers_harder_and_proves_their_successors(app):
+    # A "supervisor": whenever its worker exits, it starts a new one in current.
+    root = app["root"]
+    loop = subprocess.Popen(["bash", "-c", f"while :; do (cd '{root}/current' && exec '{PHP}' '{root}/current/artisan' "
+                             "queue:work); sleep 0.2; done"], start_new_session=True)
+    try:
+        time.sleep(0.5)
+        app["switch"]("r2")   # the worker (a child of the loop) stays on r1: it ignores queue:restart
+        code, rows, summary, r = workers(root, root / "current", "current", "--wait", "1")
+        assert code == 1 and any(row[0] in ("old", "stale") for row in rows.values()), r.stdout
+        code, rows, summary, r = workers(root, root / "current", "current", "--wait", "5", "--kill")
+        assert code == 0, r.stdout + r.stderr
+        before, _, after = r.stdout.partition("restarting harder: SIGTERM to")
+        assert after and any(l.split("\t")[0] in ("old", "stale") for l in before.splitlines() if "\t" in l)
+        proven = [l.split("\t")[0] for l in after.splitlines() if "\t" in l]
+        assert proven and set(proven) == {"ok"} and summary.startswith("proven:")
+    finally:
+        os.killpg(loop.pid, 9)
+        loop.wait()

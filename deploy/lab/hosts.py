@@ -860,6 +860,10 @@ def inventory_yaml(root: str | os.PathLike, hosts: list[dict]) -> str:
             f"      reload: {h['fpm_reload_cmd']}",
             f"    health_url: {h['health_url']}",
         ]
+        if h.get("stack"):
+            # the host's supervisor restarts its queue workers and scheduler (the workers step)
+            restart = h["stack"]["supervisor"]["restart"]
+            out += ["    workers:", f"      restart: {json.dumps(restart)}"]
     out += ["groups:", f"  lab: [{', '.join(h['name'] for h in hosts)}]"]
     return "\n".join(out) + "\n"
 
@@ -992,12 +996,13 @@ def up(
         _write_known_hosts(rootp, hosts)
         if stack:
             services.up(rootp, hosts, db_port or services.DB_PORT, redis_port or services.REDIS_PORT, workers_user)
+        for h in hosts:
+            h["stack"] = services.info(rootp, h)
         if inventory:
             path = _write_inventory(inventory, rootp, hosts)
             _log(f"inventory {path}")
     for h in hosts:
         h.update({f"{k}_pid": v for k, v in _pids(h).items()})
-        h["stack"] = services.info(rootp, h)
     _log(f"up: {len(hosts)} host(s) ready in {time.monotonic() - t0:.2f}s")
     return hosts
 

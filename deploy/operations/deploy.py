@@ -69,12 +69,14 @@ def release_lock(host, pipeline, release, operator, transport=None):
         pass
 
 
-def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=None, locked=None, steps=None):
+def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=None, locked=None, steps=None,
+                hold=None):
     """Deploy one host. Never raises for host-side failures: they end in the result's state.
 
     `locked`: the HostResult of the fleet's lock pass (the lock is held; `transport` is its
     connection, or None when it was closed meanwhile); `steps`: the plan already made (and
-    shown) for this host, so what runs is that very plan.
+    shown) for this host, so what runs is that very plan; `hold`: the fleet's Hold, which
+    answers this host's switch gate once the once-per-fleet steps ended (fleet.py).
     """
     t_start = time.monotonic()
     emit({"type": "host_start", "host": host.name, "release": release})
@@ -83,10 +85,11 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     plan = Plan(steps or planner.deploy(host, pipeline, release, operator))
     try:
         with HostSession(host, emit, operator, pipeline, stop=stop, transport=transport,
-                         locked=locked is not None) as s:
+                         locked=locked is not None, gate_hook=hold.answer if hold else None,
+                         on_signal=hold.signalled if hold and hold.primary == host.name else None) as s:
             s.runner.executed = list(result.executed)
             try:
-                _deploy(s, host, pipeline, release, operator, result, plan, prelocked=locked is not None)
+                _deploy(s, host, pipeline, release, operator, result, plan, prelocked=locked is not None, hold=hold)
             except TransportError as exc:
                 # Lost outside the body session (prepare, a rollback session): the body's own
                 # loss is handled in _deploy, which knows what was switched.
@@ -106,7 +109,7 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     return result
 
 
-def _deploy(s, host, pipeline, release, operator, result, plan, prelocked):
+def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=None):
     res = s.run([plan.prepare] if prelocked else [plan.lock, plan.prepare], interruptible=True)
     result.steps.extend(res)
     for r in res:
@@ -165,11 +168,17 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked):
         if pipeline.strategy != "in-place":
             result.switched = live_release(s, host) == release
     if any(r.status == "interrupted" for r in res) and not result.switched:
-        discarded = s.run(planner.discard(host, pipeline, release, operator, "interrupted"))
+        held = hold is not None and hold.refused() and not (s.stop is not None and s.stop.is_set())
+        why = hold.reason if held else "interrupted"
+        discarded = s.run(planner.discard(host, pipeline, release, operator, why))
         result.steps.extend(discarded)
         if not _is_live(discarded):
-            result.state = R.UNTOUCHED
-            result.message = "interrupted before the switch: the new release was removed, the live one never changed"
+            if held:
+                result.state = R.FAILED_BEFORE_SWITCH
+                result.message = f"not switched: {why}; the new release was removed, the live one never changed"
+            else:
+                result.state = R.UNTOUCHED
+                result.message = "interrupted before the switch: the new release was removed, the live one never changed"
             return
         result.switched = True
     failed_step = next((r for r in res if r.status in ("failed", "interrupted")), None)
@@ -233,8 +242,9 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked):
         result.message = f"{reason}; rollback to {result.previous} FAILED: {failure_text(failed_rb)}"
         needs_human_record(s, host, pipeline, release, operator, result.message)
     else:
+        from .rollback import schema_warning
         result.state = R.ROLLED_BACK
-        result.message = f"{reason}; rolled back to {result.previous}"
+        result.message = f"{reason}; rolled back to {result.previous}" + schema_warning(s, host)
 
 
 def _is_live(discard_results):
@@ -259,7 +269,7 @@ def needs_human_record(s, host, pipeline, release, operator, message, action="de
         s.run([PlannedStep("record", "record", [
             planner.append_history(ctx, {"action": action, "release": release, "state": R.NEEDS_HUMAN,
                                          "reason": message[:500], "by": operator.token}),
-            locks.release(ctx, operator)])])
+            *planner.closing(ctx, operator)])])
     except TransportError:   # best effort on a path that is already failing
         pass
 

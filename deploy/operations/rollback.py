@@ -19,6 +19,17 @@ from .results import HostResult, failure_text, kind_of, lost
 from .state import read_state
 
 
+def schema_warning(s, host):
+    """The schema check's warning (the database has migrations the target lacks), shown
+    live and appended to the host's message; "" when there is none."""
+    said = s.runner.facts.pop("schema", "")
+    warning = next((l for l in said.splitlines() if l.startswith("WARNING")), "")
+    if warning:
+        s.emit({"type": "message", "host": host.name, "text": warning})
+        return "; " + warning
+    return ""
+
+
 def rollback_target(state, to=None):
     """The release to go back to: --to if given, else the newest complete, non-bad release older than current."""
     ids = [r["id"] for r in state["releases"]]
@@ -108,7 +119,7 @@ def _rollback(s, host, pipeline, operator, result, to, dry_run, mark_bad, reason
     failed_step = next((r for r in res if r.status == "failed"), None)
     if failed_step is None:
         result.state = R.ROLLED_BACK
-        result.message = f"now serving {target} (was {live})"
+        result.message = f"now serving {target} (was {live})" + schema_warning(s, host)
         return steps
     why = failure_text(failed_step) + (f" ({gone}; reconnected)" if gone else "")
     if not result.switched:

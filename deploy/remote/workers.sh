@@ -1,12 +1,14 @@
 #!/bin/sh
 # workers.sh: prove that every long-running worker of an app runs the live release.
 #
-# usage: workers.sh [--wait SECONDS] [--expect N] [--pattern ERE] DEPLOY_PATH LIVE_DIR SWITCHED_AT
+# usage: workers.sh [--wait SECONDS] [--expect N] [--pattern ERE] [--kill] DEPLOY_PATH LIVE_DIR SWITCHED_AT
 #
 #   DEPLOY_PATH  the app's deploy path (/var/www/app)
 #   LIVE_DIR     the release that must be live (/var/www/app/current, or releases/<id>);
 #                symlinks are resolved
-#   SWITCHED_AT  when the switch happened, epoch seconds (decimals allowed: `date +%s.%N`)
+#   SWITCHED_AT  when the switch happened, epoch seconds (decimals allowed: `date +%s.%N`), or
+#                `current`: the mtime of DEPLOY_PATH/current (the symlink itself), or in place
+#                of DEPLOY_PATH/RELEASE
 #   --pattern    an extended regular expression matched against the whole command line
 #                (arguments joined by spaces) instead of the default: processes whose
 #                arguments are `<script>/artisan queue:work|horizon|schedule:work` with the
@@ -15,6 +17,10 @@
 #   --expect N   at least N matching processes must be proven (default 1; 0 allows none)
 #   --wait S     check again every half second until everything is proven or S seconds
 #                have passed (processes being restarted may take a moment)
+#   --kill       when --wait runs out with processes still old or stale, restart them harder:
+#                SIGTERM to each (its supervisor starts a new one) and wait again as long; those
+#                still there then get SIGKILL (a worker stuck in a job, ignoring SIGTERM), and a
+#                last wait
 #
 # For each matching process one line, tab-separated fields:
 #
@@ -32,16 +38,19 @@
 # is its working directory, /proc/PID/cwd, which the kernel keeps resolved: a worker started
 # in `current` (supervisor's `directory=`) stays in the release `current` pointed to then,
 # whatever `current` points to now; PHP resolves the artisan script's path the same way.
-# Reading another user's /proc/PID/cwd needs root (or that user): run this as root, or as the
-# workers' user, or their processes are reported `unknown`.
+# Reading another user's /proc/PID/cwd needs root (or that user). When it cannot be read, a
+# process still counts as `ok` if it started after the switch and its artisan script is an
+# absolute path through DEPLOY_PATH/current (or inside the live release): the kernel resolved
+# `current` when it started, after the switch. Otherwise it is `unknown`, never `ok`.
 set -u
 
-usage() { echo "usage: workers.sh [--wait SECONDS] [--expect N] [--pattern ERE] DEPLOY_PATH LIVE_DIR SWITCHED_AT" >&2; exit 2; }
+usage() { echo "usage: workers.sh [--wait SECONDS] [--expect N] [--pattern ERE] [--kill] DEPLOY_PATH LIVE_DIR SWITCHED_AT" >&2; exit 2; }
 number() { case $1 in ''|*[!0-9.]*|*.*.*) return 1;; esac; }
 
-wait_s=0 expect=1 pattern=
+wait_s=0 expect=1 pattern='' kill='' stable=''
 while [ $# -gt 0 ]; do
     case $1 in
+        --kill) kill=1; shift;;
         --wait) [ $# -ge 2 ] || usage; number "$2" || usage; wait_s=$2; shift 2;;
         --expect) [ $# -ge 2 ] || usage; case $2 in ''|*[!0-9]*) usage;; esac; expect=$2; shift 2;;
         --pattern) [ $# -ge 2 ] || usage; pattern=$2; shift 2;;
@@ -52,6 +61,13 @@ while [ $# -gt 0 ]; do
 done
 [ $# -eq 3 ] || usage
 deploy=${1%/} live=$2 switched=$3
+if [ "$switched" = current ]; then
+    if [ -L "$deploy/current" ]; then
+        switched=$(stat -c %.9Y "$deploy/current" 2>/dev/null)
+    else
+        switched=$(stat -c %.9Y "$deploy/RELEASE" 2>/dev/null)
+    fi
+fi
 number "$switched" || { echo "workers.sh: SWITCHED_AT must be epoch seconds, got '$switched'" >&2; exit 2; }
 deploy_phys=$(cd "$deploy" 2>/dev/null && pwd -P) || { echo "workers.sh: no deploy path $deploy" >&2; exit 2; }
 live_phys=$(cd "$live" 2>/dev/null && pwd -P) || { echo "workers.sh: the live release $live does not exist" >&2; exit 2; }
@@ -89,7 +105,7 @@ artisan_script() {
 
 # One check of every process: prints the lines, sets $bad and $count.
 check() {
-    bad=0 count=0
+    bad=0 count=0 offenders=
     boot=$(awk -v now="$(now)" '{ printf "%.2f", now - $1; exit }' /proc/uptime)
     if [ -n "$pattern" ]; then
         candidates=$(for f in /proc/[0-9]*/cmdline; do echo "$f"; done)
@@ -130,7 +146,17 @@ check() {
         count=$((count + 1))
         release='' why=''
         if [ -z "$cwd" ]; then
-            status=unknown why="cannot read /proc/$pid/cwd (run as root or as the process's user)"
+            after=
+            awk -v a="$started" -v b="$switched" 'BEGIN { exit !(a + 0 >= b + 0) }' && after=1
+            case ${script:-} in
+                "$deploy"/current/*|"$live_phys"/*) through=1;;
+                *) through=;;
+            esac
+            if [ -n "$after" ] && [ -n "$through" ]; then
+                status=ok release=$live_phys why="cwd unreadable; started after the switch, through $script"
+            else
+                status=unknown why="cannot read /proc/$pid/cwd (run as root or as the process's user)"
+            fi
         else
             case $cwd in
                 *" (deleted)") release=${cwd% (deleted)}
@@ -147,7 +173,10 @@ check() {
                 status=ok
             fi
         fi
-        [ "$status" = ok ] || bad=$((bad + 1))
+        if [ "$status" != ok ]; then
+            bad=$((bad + 1))
+            case $status in old|stale) offenders="$offenders $pid";; esac
+        fi
         if [ -n "$why" ]; then
             printf '%s\tpid=%s\tstarted=%s\tcwd=%s\trelease=%s\twhy=%s\tcmd=%s\n' "$status" "$pid" "$started" "$cwd" "$release" "$why" "$cmd"
         else
@@ -158,19 +187,45 @@ check() {
 
 deadline=$(awk -v now="$(now)" -v w="$wait_s" 'BEGIN { printf "%.2f", now + w }')
 while :; do
-    out=$(check; echo "#$bad $count")
+    out=$(check; echo "#$bad $count$offenders")
     summary=${out##*#}
-    bad=${summary%% *} count=${summary##* }
+    # shellcheck disable=SC2086 # numbers and pids, split on purpose
+    set -- $summary
+    bad=$1 count=$2
+    shift 2
+    offenders=$*
     out=${out%#*}
     if [ "$bad" -eq 0 ] && [ "$count" -ge "$expect" ]; then
-        printf '%s' "$out"
-        echo "proven: $count process(es) started at or after $switched and run $live_phys"
-        exit 0
+        # Proven only when it holds on a second look a second later, with the same processes: a
+        # worker that dies on boot (the new code throws) or one respawned elsewhere in between
+        # must not slip through a lucky moment.
+        pids=$(printf '%s' "$out" | awk -F '\t' '{ print $2 }' | sort | tr '\n' ' ')
+        if [ "$pids" = "$stable" ]; then
+            printf '%s' "$out"
+            echo "proven: $count process(es) started at or after $switched and run $live_phys"
+            exit 0
+        fi
+        stable=$pids
+        sleep 1
+        continue
     fi
+    stable=''
     if awk -v now="$(now)" -v d="$deadline" 'BEGIN { exit !(now + 0 >= d + 0) }'; then
+        if [ -n "$kill" ] && [ -n "$offenders" ]; then
+            sig=TERM
+            [ "$kill" = 2 ] && sig=KILL
+            printf '%s' "$out"
+            echo "restarting harder: SIG$sig to $offenders"
+            # shellcheck disable=SC2086 # a list of pids
+            kill -$sig $offenders 2>/dev/null || sudo -n kill -$sig $offenders 2>/dev/null
+            if [ "$kill" = 1 ]; then kill=2; else kill=''; fi
+            deadline=$(awk -v now="$(now)" -v w="$wait_s" 'BEGIN { printf "%.2f", now + w }')
+            continue
+        fi
         printf '%s' "$out"
         if [ "$bad" -gt 0 ]; then
-            echo "NOT proven: $bad of $count process(es) do not run $live_phys started after $switched"
+            named=$(printf '%s' "$out" | awk -F '\t' '$1 != "ok" && $1 != "" { printf "%s%s %s (%s, %s)", (n++ ? "; " : ""), $2, $7, $1, $5 }')
+            echo "NOT proven: $bad of $count process(es) do not run $live_phys started after $switched: $named"
         else
             echo "NOT proven: $count matching process(es), expected at least $expect"
         fi

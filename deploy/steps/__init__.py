@@ -29,6 +29,8 @@ class Kind:
     resets_pool: bool = False     # makes the PHP-FPM pool drop the code it cached
     healable: bool = False        # failing after the switch: heal the host first, then retry
     ships_code: bool = False      # a pipeline needs one of these before the switch
+    once_per_fleet: bool = False  # runs on one host per deploy (the primary); the fleet holds
+                                  # every host's switch until it ended
 
 
 def _discover():
