@@ -2,9 +2,7 @@
 hand results to the report layer, return an exit code (docs/commands.md)."""
 
 import os
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from . import pipeline as pipeline_mod
 from . import plan as planner
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_NEEDS_HUMAN, EXIT_OK, ConfigError
 from .report import Reporter, write_json, write_junit
+from .signals import Interrupts
 
 PROJECT = Path(__file__).resolve().parent.parent
 DEFAULT_INVENTORY = "hosts"
@@ -44,40 +43,6 @@ def exit_code(results, ok_states=ops.OK_STATES):
     if all(s in ok_states for s in states):
         return EXIT_OK
     return EXIT_FAILED
-
-
-class _Interrupt:
-    """First Ctrl-C / SIGTERM: stop starting new hosts and batches, let running hosts finish
-    their current phase (so no `current` is left half-switched) and roll back as usual."""
-
-    def __init__(self, reporter):
-        self.event = threading.Event()
-        self.reporter = reporter
-        self.old = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            # SIGHUP too: a closed terminal or SSH session must not leave locks behind.
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                self.old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if not self.event.is_set():
-            self.event.set()
-            self.reporter({"type": "message", "text": f"{signal.Signals(signum).name}: no new host will start; "
-                           "hosts in progress finish their current SSH session (at most: build, switch, verify,"
-                           " or rollback) and end in a consistent state. Again to abandon them (locks may stay)."})
-        else:
-            # Second signal: the user insists. Leave now; sessions still running on hosts finish
-            # there on their own (each is one script), but their locks may stay: fab unlock.
-            self.reporter({"type": "message", "text": "second signal: abandoning the hosts still in progress; "
-                           "check them with `fab releases` and clear their locks with `fab unlock`"})
-            os._exit(EXIT_INTERRUPTED)
-
-    def __exit__(self, *exc):
-        for sig, old in self.old.items():
-            signal.signal(sig, old)
 
 
 def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_run=False, parallel=None,
@@ -119,16 +84,16 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
                                                    for v in c.secrets})
     notifier.send("start", run)
     reporter.start([h.name for h in hosts])
-    with _Interrupt(reporter) as interrupt:
-        fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=parallel, stop_event=interrupt.event,
-                                plans=plans, primary=primary)
+    with Interrupts(reporter) as interrupt:
+        fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=parallel, stop_event=interrupt.stop,
+                                abort_event=interrupt.abort, plans=plans, primary=primary)
         try:
             results = fleet.deploy(release, serial=serial, max_fail=max_fail, rollback_all=rollback_all)
         finally:
             reporter.stop()
     reporter.summary(results, title=f"release {release}")
     code = exit_code(results)
-    if interrupt.event.is_set() and code == EXIT_OK:
+    if interrupt.interrupted and code == EXIT_OK:
         code = EXIT_INTERRUPTED
     _finish(run, notifier, results, code, report, junit, html, batches=fleet.batch_log)
     return code
@@ -197,9 +162,9 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
         reporter.start([h.name for h in hosts])
     try:
         # A rollback is short and makes hosts consistent: the first Ctrl-C lets it finish.
-        with _Interrupt(reporter) as interrupt:
+        with Interrupts(reporter, rollback=True) as interrupt:
             def one(h):
-                if interrupt.event.is_set():
+                if interrupt.interrupted:
                     return ops.HostResult(h.name, None, state=ops.UNTOUCHED, message="not started: interrupted"), None
                 return ops.rollback_host(h, pipe, operator, quiet, to=to, dry_run=dry_run)
             out = fleet.map(one, hosts)
@@ -216,7 +181,7 @@ def rollback(host, inventory=None, pipeline=None, to=None, dry_run=False, parall
     reporter.summary(results, title="rollback")
     # For `fab rollback`, rolled back is the success state.
     code = exit_code(results, ok_states=ops.OK_STATES + (ops.ROLLED_BACK,))
-    if interrupt.event.is_set() and code == EXIT_OK:
+    if interrupt.interrupted and code == EXIT_OK:
         code = EXIT_INTERRUPTED
     _finish(run, notifier, results, code, report, junit, html)
     return code

@@ -100,6 +100,7 @@ class Command:
     timeout: int | None = None  # seconds; None: the host's command_timeout
     gate: bool = False          # the switch of current: runs only on the executor's "go" (executor.py)
     signal: str | None = None   # the executor reports this name and the exit code when it ends
+    cut_on_stop: bool = True    # a first Ctrl-C may cut it before the switch (not a migration)
 
     def render(self, reveal=False):
         text = self.template.format(*(quote(a, reveal) for a in self.args))

@@ -95,8 +95,9 @@ def batch_script(commands):
 class _Watch:
     """Follows one session's markers as output arrives: step progress, gates, command deadlines."""
 
-    def __init__(self, runner, planned, results, items):
+    def __init__(self, runner, planned, results, items, interruptible=False):
         self.runner, self.planned, self.results, self.items = runner, planned, results, items
+        self.interruptible = interruptible   # a signal may cut it (cleanup and rollbacks: never)
         self.buf = ""
         self.begin, self.end = {}, {}
         self.running = None       # index of the command that began and has not ended
@@ -104,6 +105,8 @@ class _Watch:
         self.timed_out = None     # index of the command that ran past its timeout
         self.gate = None          # "go" / "stop": the answer given at a gate, if any
         self.waiting = False      # the script waits at a gate for an answer not given yet
+        self.gated = any(getattr(c, "gate", False) for _, _, c in items)
+        self.cut = None           # why the session was cut by a signal
 
     def output(self, chunk):
         self.buf += chunk
@@ -149,16 +152,31 @@ class _Watch:
         if self.running is not None and time.monotonic() > self.deadline:
             self.timed_out = self.running
             return False
+        self.cut = self._cut() if self.interruptible else None
+        if self.cut:
+            return False
         if self.waiting:
             return self._answer()
         return True
+
+    def _cut(self):
+        """Why a signal cuts this session now, if it does."""
+        runner = self.runner
+        if runner.abort is not None and runner.abort.is_set():
+            return "stopped by a second signal; stopped on the host"
+        if (runner.stop is not None and runner.stop.is_set() and self.gated and self.gate is None
+                and (self.running is None or self.items[self.running][2].cut_on_stop)):
+            # This session will not switch anyway: stop its build now rather than at the gate.
+            return "interrupted before the switch; stopped on the host"
+        return None
 
 
 class Runner:
     """Runs PlannedSteps on one connected host."""
 
-    def __init__(self, transport, host, emit, secrets=(), stop=None, gate_hook=None, on_signal=None):
+    def __init__(self, transport, host, emit, secrets=(), stop=None, gate_hook=None, on_signal=None, abort=None):
         self.transport = transport
+        self.abort = abort            # threading.Event: a second signal; running sessions are cut
         self.gate_hook = gate_hook    # () -> "go" / "stop" / None (not yet): the fleet's say at a gate
         self.on_signal = on_signal    # (signal, exit code): a command marked `signal` ended
         self.stop = stop          # threading.Event: Ctrl-C/SIGTERM; honoured between sessions and at gates
@@ -195,7 +213,7 @@ class Runner:
         try:
             while i < len(items):
                 si, ci, cmd = items[i]
-                if interruptible and self.stop is not None and self.stop.is_set():
+                if interruptible and self.signalled():
                     self._interrupted(planned_steps[si], results[si])
                     break
                 if _own_session(cmd):
@@ -205,7 +223,7 @@ class Runner:
                     j = i
                     while j < len(items) and not _own_session(items[j][2]):
                         j += 1
-                    ok = self._run_batch(planned_steps, results, items[i:j])
+                    ok = self._run_batch(planned_steps, results, items[i:j], interruptible)
                     i = j
                 if not ok:
                     break
@@ -264,9 +282,12 @@ class Runner:
         return cr
 
     # -- a run of remote commands as one script
-    def _run_batch(self, planned, results, items):
+    def signalled(self):
+        return any(e is not None and e.is_set() for e in (self.stop, self.abort))
+
+    def _run_batch(self, planned, results, items, interruptible=False):
         commands = [cmd for _, _, cmd in items]
-        watch = _Watch(self, planned, results, items)
+        watch = _Watch(self, planned, results, items, interruptible)
         self.remote_pid = None
         t0 = time.monotonic()
         try:
@@ -276,8 +297,12 @@ class Runner:
             self._record_batch(planned, results, items, exc.output, t0, watch, unfinished=str(exc))
             raise
         if session.aborted:
-            limit = items[watch.timed_out][2].timeout or self.host.command_timeout
             self.kill_remote()
+            if watch.timed_out is None:
+                self._record_batch(planned, results, items, session.output, t0, watch, unfinished=watch.cut,
+                                   interrupted=True)
+                return False
+            limit = items[watch.timed_out][2].timeout or self.host.command_timeout
             self._record_batch(planned, results, items, session.output, t0, watch,
                                unfinished=f"timed out after {limit}s (the command's timeout); stopped on the host")
             return False
@@ -296,7 +321,7 @@ class Runner:
         except TransportError:
             pass
 
-    def _record_batch(self, planned, results, items, out, t0, watch, unfinished=None):
+    def _record_batch(self, planned, results, items, out, t0, watch, unfinished=None, interrupted=False):
         """Turn a session's output into results. `unfinished`: why the session ended early (the
         command that began and never ended gets exit code None with that reason)."""
         now = time.monotonic()
@@ -309,8 +334,11 @@ class Runner:
                 self._interrupted(step, res)
                 return False
             if begin < 0:
-                # Never started: the session ended before it (timeout, lost connection, or the
-                # login shell failed). An earlier failed command returned above already.
+                # Never started: the session ended before it (timeout, lost connection, a signal,
+                # or the login shell failed). An earlier failed command returned above already.
+                if interrupted:
+                    self._interrupted(step, res)
+                    return False
                 self._unfinished(step, res, cmd, unfinished or
                                  "the session ended before this command began: " + out.strip()[-300:])
                 return False
@@ -318,7 +346,8 @@ class Runner:
             m = re.compile(r"\n?\x1eE " + str(n) + r" (-?\d+)\n").search(out, start)
             if not m:
                 # Started but its end marker never came: the session ended while it ran.
-                self._unfinished(step, res, cmd, out[start:] + "\n" + (unfinished or "session ended"))
+                self._unfinished(step, res, cmd, out[start:] + "\n" + (unfinished or "session ended"),
+                                 status="interrupted" if interrupted else "failed")
                 return False
             output = out[start:m.start()]
             code = int(m.group(1))
@@ -337,11 +366,11 @@ class Runner:
         res.status = "interrupted"
         self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
 
-    def _unfinished(self, step, res, cmd, output):
-        """Record a command that did not finish (exit code None) and fail its step."""
+    def _unfinished(self, step, res, cmd, output, status="failed"):
+        """Record a command that did not finish (exit code None) and fail (or interrupt) its step."""
         self._step_started(step, res)
         self._record(step, res, cmd, None, output.strip(), 0.0)
-        res.status = "failed"
+        res.status = status
         res.ended = _wall(time.monotonic())
         self.emit({"type": "step", "host": self.host.name, "step": step.name, "result": res})
 

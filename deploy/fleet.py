@@ -84,7 +84,9 @@ class Hold:
 
 
 class Fleet:
-    def __init__(self, hosts, pipeline, operator, emit, parallel=None, stop_event=None, plans=None, primary=None):
+    def __init__(self, hosts, pipeline, operator, emit, parallel=None, stop_event=None, plans=None, primary=None,
+                 abort_event=None):
+        self.abort = abort_event
         self.hosts = hosts
         # One host and nothing else to wait for: no hold (its own migration precedes its switch).
         self.hold = Hold(primary) if primary and len(hosts) > 1 else None
@@ -223,10 +225,10 @@ class Fleet:
         transport = held.pop(host.name)
         if transport is _FOLD:
             return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit,
-                                   steps=self.plans.get(host.name), stop=self.stop, hold=self.hold)
+                                   steps=self.plans.get(host.name), stop=self.stop, hold=self.hold, abort=self.abort)
         return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit, transport=transport,
                                steps=self.plans.get(host.name), stop=self.stop, locked=results[host.name],
-                               hold=self.hold)
+                               hold=self.hold, abort=self.abort)
 
     def _revert(self, hosts, results, release):
         def revert(host):

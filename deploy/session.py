@@ -27,7 +27,8 @@ def connect(host):
 
 class HostSession:
     def __init__(self, host, emit, operator=None, pipeline=None, stop=None, transport=None, locked=False,
-                 gate_hook=None, on_signal=None):
+                 gate_hook=None, on_signal=None, abort=None):
+        self.abort = abort
         self.gate_hook, self.on_signal = gate_hook, on_signal   # the fleet's say (executor.Runner)
         self.host = host
         self.emit = emit
@@ -42,7 +43,7 @@ class HostSession:
         if self.transport is None:
             self.transport = connect(self.host)
         self.runner = Runner(self.transport, self.host, self.emit, stop=self.stop, gate_hook=self.gate_hook,
-                             on_signal=self.on_signal)
+                             on_signal=self.on_signal, abort=self.abort)
         return self
 
     def __exit__(self, *exc):

@@ -226,6 +226,30 @@ def _children(pid: int) -> list[int]:
     return [int(x) for x in text.split()]
 
 
+def _on_port(port: int) -> list[int]:
+    """Processes holding a TCP socket whose local port is `port` (a server's connections)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if len(f) > 9 and int(f[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{f[9]}]")
+    out = []
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            if any(os.readlink(fd) in inodes for fd in (p / "fd").iterdir()):
+                out.append(int(p.name))
+        except OSError:
+            pass
+    return out
+
+
 def _descendants(pid: int) -> list[int]:
     out, todo = [], [pid]
     while todo:
@@ -1167,7 +1191,14 @@ def stop_sshd(name: str, root: str = DEFAULT_ROOT, kill_sessions: bool = True) -
     """
     h = _get_host(name, root)
     with _locked(Path(h["root"])):
-        return _stop(h["sshd_pid_file"], h["sshd_config"], with_descendants=kill_sessions)
+        stopped = _stop(h["sshd_pid_file"], h["sshd_config"], with_descendants=kill_sessions)
+        if kill_sessions:
+            # A connection accepted while the master was dying has a child the master's process
+            # tree no longer shows: find what is left by the port its connection is on.
+            left = [pid for pid in _on_port(h["ssh_port"]) if pid != os.getpid()]
+            if left:
+                _kill_wait(left)
+        return stopped
 
 
 def start_sshd(name: str, root: str = DEFAULT_ROOT) -> dict:

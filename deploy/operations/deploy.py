@@ -70,7 +70,7 @@ def release_lock(host, pipeline, release, operator, transport=None):
 
 
 def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=None, locked=None, steps=None,
-                hold=None):
+                hold=None, abort=None):
     """Deploy one host. Never raises for host-side failures: they end in the result's state.
 
     `locked`: the HostResult of the fleet's lock pass (the lock is held; `transport` is its
@@ -84,7 +84,7 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     result.state = R.UNTOUCHED
     plan = Plan(steps or planner.deploy(host, pipeline, release, operator))
     try:
-        with HostSession(host, emit, operator, pipeline, stop=stop, transport=transport,
+        with HostSession(host, emit, operator, pipeline, stop=stop, abort=abort, transport=transport,
                          locked=locked is not None, gate_hook=hold.answer if hold else None,
                          on_signal=hold.signalled if hold and hold.primary == host.name else None) as s:
             s.runner.executed = list(result.executed)
@@ -181,6 +181,13 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=
                 result.message = "interrupted before the switch: the new release was removed, the live one never changed"
             return
         result.switched = True
+    if result.switched and s.abort is not None and s.abort.is_set() and any(r.status == "interrupted" for r in res):
+        # A second signal: no healing, no rollback; say exactly what is live.
+        result.state = R.NEEDS_HUMAN
+        result.message = (f"stopped by a second signal after the switch: {release} is live (complete) but not "
+                          f"verified; `fab rollback --host {host.name}` goes back to {result.previous or 'nothing'}")
+        needs_human_record(s, host, pipeline, release, operator, result.message)
+        return
     failed_step = next((r for r in res if r.status in ("failed", "interrupted")), None)
     if failed_step is None and finalized.status != "ok":
         # Everything verified, only the bookkeeping (prune/history/unlock) was cut off: redo it.

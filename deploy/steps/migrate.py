@@ -27,4 +27,5 @@ def parse(section):
 
 def plan(settings, ctx):
     return [remote.run(ctx, "schema.sh", "migrate", ctx.host.deploy_path, ctx.release_dir, ctx.release, ctx.php(),
-                       *settings["options"], signal=SIGNAL, desc="php artisan migrate --force (once per deploy)")]
+                       *settings["options"], signal=SIGNAL, cut_on_stop=False,
+                       desc="php artisan migrate --force (once per deploy)")]
