@@ -130,14 +130,15 @@ class Fleet:
                 held[host.name] = transport
         if any(r.state in (ops.LOCKED, ops.FAILED) for r in results.values()):
             blocker = next(n for n, r in results.items() if r.state in (ops.LOCKED, ops.FAILED))
+            why = "is locked" if results[blocker].state == ops.LOCKED else "cannot be deployed"
             for host in ordered:
                 if host.name not in results:
                     results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
-                                                        message=f"not deployed: {blocker} is locked")
+                                                        message=f"not deployed: {blocker} {why}")
                 if host.name in held:
                     ops.release_lock(host, self.pipeline, release, self.operator, held.pop(host.name))
                     results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
-                                                        message=f"not deployed: {blocker} is locked")
+                                                        message=f"not deployed: {blocker} {why}")
             return None, results
         # Only the hosts that start right away keep their connection; the others give it up
         # (their lock stays) and connect again when their turn comes: a host of batch 5 must

@@ -13,11 +13,14 @@ import json
 from .commands import PlannedStep
 
 LOCKED_EXIT = 75   # the lock is held by someone else
+NOT_A_LINK_EXIT = 78   # `current` is a real directory (releases layout): nothing is deployed there
 
 
 def take(ctx, operator, action="deploy", require_path=False):
     """The lock step. require_path: refuse when the deploy path does not exist (heal on a
-    wrong host must not create directories there)."""
+    wrong host must not create directories there). In the releases layout it also refuses,
+    before writing anything, a `current` that is a real directory (a server laid out by hand):
+    a switch could never replace it (NOT_A_LINK_EXIT)."""
     p = ctx.paths
     info = json.dumps({"user": operator.user, "machine": operator.machine, "pid": operator.pid,
                        "release": ctx.release, "action": action, "token": operator.token})
@@ -25,11 +28,19 @@ def take(ctx, operator, action="deploy", require_path=False):
     if require_path:
         commands.append(ctx.cmd("test -d {} || {{ echo 'deploy path '{}' does not exist: nothing deployed to "
                                 + action + "'; exit 1; }}", p.root, p.root, desc="check the deploy path"))
+    guard = ""
+    args = []
+    if not ctx.in_place and not require_path:
+        guard = ("if [ -e {} ] && [ ! -L {} ]; then echo {}' is a real directory, not a link to a release: a "
+                 "switch cannot replace it. Move the server to the releases layout first (docs/remediation.md: "
+                 "moving an in-place server), or deploy it with strategy: in-place'; exit "
+                 + str(NOT_A_LINK_EXIT) + "; fi; ")
+        args = [p.current, p.current, p.current]
     commands.append(ctx.cmd(
-        "mkdir -p {} && if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
+        guard + "mkdir -p {} && if mkdir {} 2>/dev/null; then printf '%s\\n' {} > {}; date -u +%Y-%m-%dT%H:%M:%SZ >> {};"
         " else echo LOCKED; cat {} 2>/dev/null; age=$(( $(date +%s) - $(stat -c %Y {}) )); echo \"AGE $age\"; exit "
         + str(LOCKED_EXIT) + "; fi",
-        p.meta, p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info", p.lock,
+        *args, p.meta, p.lock, info, p.lock + "/info", p.lock + "/info", p.lock + "/info", p.lock,
         desc="take the deploy lock"))
     return PlannedStep("lock", "lock", commands)
 

@@ -293,3 +293,77 @@ def test_rollback_target_failing_verification_goes_back_to_the_live_release(host
     bad = hosts.deploy_path("lab3") / ".deploy" / "bad"
     assert (bad / "r1").exists() and not (bad / "r2").exists()
     assert_complete(hosts, "lab3")
+
+
+def test_a_host_without_sftp_is_deployed_over_the_ssh_session_itself(hosts, tmp_path):
+    import paramiko
+    labmod.sshd_sftp("lab2", False, root=ROOT)
+    try:
+        # SFTP really is off on that host.
+        from deploy import inventory as inv_mod
+        from deploy.operations import connect
+        t = connect(inv_mod.load(hosts.inventory).select("lab2")[0])
+        try:
+            with pytest.raises((paramiko.SSHException, EOFError)):
+                t.conn.client.open_sftp()
+        finally:
+            t.close()
+        import shutil
+        shutil.rmtree(hosts.deploy_path("lab2") / ".deploy" / "bin")   # the PHP program must be installed again
+        out = tmp_path / "r.json"
+        r = fab("deploy", "--host", "lab2", "--inventory", hosts.inventory, "--pipeline", pipe(tmp_path),
+                "--release", "r2", "--report", str(out))
+        assert r.returncode == 0, r.stdout + r.stderr
+        h = report(out)["lab2"]
+        assert h["state"] == "deployed" and any(i.startswith("deploy/remote/fpmctl.php@") for i in h["installed"])
+        assert live(hosts, "lab2") == "r2"
+        assert_complete(hosts, "lab2")
+    finally:
+        labmod.sshd_sftp("lab2", True, root=ROOT)
+
+
+def listing(path):
+    return sorted((str(p.relative_to(path)), p.lstat().st_mtime_ns) for p in path.rglob("*"))
+
+
+def test_current_as_a_real_directory_is_refused_and_nothing_is_touched(lab, tmp_path):
+    lab.wipe("lab3")
+    root = lab.deploy_path("lab3")
+    (root / "current" / "public").mkdir(parents=True)          # a server laid out by hand
+    (root / "current" / "public" / "index.php").write_text("<?php echo 'hand made';\n")
+    before = listing(root)
+    for command in (["deploy", "--release", "r2"], ["rollback"]):
+        out = tmp_path / "r.json"
+        r = fab(command[0], "--host", "lab3", "--inventory", lab.inventory, "--pipeline", pipe(tmp_path),
+                *command[1:], "--report", str(out))
+        assert r.returncode == 1, r.stdout + r.stderr
+        h = report(out)["lab3"]
+        assert h["state"] == "failed", h["message"]
+        assert "is a real directory, not a link to a release" in h["message"]
+        assert listing(root) == before                          # not even .deploy/ was created
+    r = fab("deploy", "--host", "lab3", "--inventory", lab.inventory, "--pipeline", pipe(tmp_path), "--release", "r3")
+    assert "is a real directory, not a link to a release" in r.stdout and "docs/remediation.md" in r.stdout
+
+
+def test_a_host_that_freezes_mid_deploy_fails_fast_and_the_others_finish(hosts, tmp_path):
+    inv = inventory(hosts, tmp_path, "  connect_timeout: 3")
+    slow = "  - run: {name: slow build, commands: ['if [ \"$DEPLOY_HOST\" = lab2 ]; then sleep 30; fi']}"
+    out = tmp_path / "r.json"
+    watcher = threading.Timer(4.0, lambda: labmod.freeze_sshd("lab2", root=ROOT))
+    watcher.start()
+    t0 = time.monotonic()
+    try:
+        r = fab("deploy", "--host", "lab", "--inventory", inv, "--pipeline", pipe(tmp_path, before=slow),
+                "--release", "r2", "--max-fail", "1", "--report", str(out))
+        elapsed = time.monotonic() - t0
+    finally:
+        watcher.cancel()
+        labmod.thaw_sshd("lab2", root=ROOT)
+    assert r.returncode == 1, r.stdout + r.stderr
+    hs = report(out)
+    assert hs["lab2"]["state"] == "unreachable" and "stopped answering" in hs["lab2"]["message"], hs["lab2"]
+    assert hs["lab1"]["state"] == hs["lab3"]["state"] == "deployed"
+    # Bounded by the stall detection (a ping every 5 s, 15 s to answer) plus a reconnect
+    # attempt, not by the 600 s command timeout.
+    assert elapsed < 90, elapsed
+    assert live(hosts, "lab2") == "r1"

@@ -469,6 +469,7 @@ def _host(root: Path, i: int, state: dict) -> dict:
         light=state.get("light", False),
         address="127.0.0.1",
         realpath_root=state["realpath_root"],
+        sftp=state.get("sftp", True),
         pool=dict(state["pool"]),
         health_url=f"http://127.0.0.1:{state['http_port']}/version",
         base_url=f"http://127.0.0.1:{state['http_port']}",
@@ -516,9 +517,8 @@ X11Forwarding no
 # enough for parallel deploys / multiplexed connections
 MaxStartups 100:30:200
 MaxSessions 64
-# Fabric/paramiko put() and get() use SFTP
-Subsystem sftp internal-sftp
-"""
+""" + ("# SFTP for people logging in by hand; the tool itself never needs it\nSubsystem sftp internal-sftp\n"
+       if h.get("sftp", True) else "# no SFTP subsystem, as on some hardened servers\n")
 
 
 def _fpm_config(h: dict) -> str:
@@ -1236,6 +1236,21 @@ def thaw_sshd(name: str, root: str = DEFAULT_ROOT) -> int | None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGCONT)
     return pid
+
+
+def sshd_sftp(name: str, enabled: bool, root: str = DEFAULT_ROOT) -> dict:
+    """Restart the host's sshd with (True) or without (False: a hardened server) its SFTP
+    subsystem; kept until lab.down. Ends the host's open SSH sessions."""
+    h = _get_host(name, root)
+    rootp, i = Path(h["root"]), h["index"]
+    with _locked(rootp):
+        state = _load_state(rootp, i)
+        state["sftp"] = bool(enabled)
+        _save_state(rootp, i, state)
+        h = _host(rootp, i, state)
+        _stop(h["sshd_pid_file"], h["sshd_config"], with_descendants=True)
+        _start_sshd(h)
+    return host_info(name, root)
 
 
 def nginx_reconfigure(name: str, realpath_root: bool, root: str = DEFAULT_ROOT, timeout: float = START_TIMEOUT) -> dict:

@@ -32,6 +32,9 @@ def schema_warning(s, host):
 
 def rollback_target(state, to=None):
     """The release to go back to: --to if given, else the newest complete, non-bad release older than current."""
+    if state.get("current_is_dir"):
+        return None, ("current is a real directory, not a link to a release: nothing to roll back to (see "
+                      "docs/remediation.md: Moving an in-place server to the releases layout)")
     ids = [r["id"] for r in state["releases"]]
     complete = {r["id"] for r in state["releases"] if r["complete"]}
     if to:

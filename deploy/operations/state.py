@@ -22,11 +22,14 @@ def read_state(session, host, pipeline, extra=()):
 
 
 def parse_state(output):
-    state = {"path": True, "current": None, "releases": [], "bad": {}, "lock": None, "history": []}
+    state = {"path": True, "current": None, "releases": [], "bad": {}, "lock": None, "history": [],
+             "current_is_dir": False}
     for line in output.splitlines():
         tag, _, rest = line.partition(" ")
         if tag == "NOPATH":
             state["path"] = False
+        elif tag == "NOTALINK":
+            state["current_is_dir"] = True
         elif tag == "CURRENT":
             state["current"] = release_of(rest)
         elif tag == "RELEASE":

@@ -4,6 +4,7 @@
 # What is on the host, one tagged line each (parsed by deploy/operations/state.py):
 #   NOPATH                         the deploy path does not exist
 #   CURRENT <link or id>           releases: what current points to; in place: the RELEASE file
+#   NOTALINK                       releases: current is a real directory (a server laid out by hand)
 #   RELEASE <id> <when> complete|incomplete   most recently live first (in place: the snapshots)
 #   BAD <id> <reason>
 #   LOCK <info...> AGE <seconds>s
@@ -16,6 +17,7 @@ if [ "$layout" = in-place ]; then
     dir=.deploy/snapshots
 else
     echo "CURRENT $(readlink current)"
+    if [ -d current ] && [ ! -L current ]; then echo "NOTALINK"; fi
     dir=releases
 fi
 # Most recently live first: a release's RELEASE file is written each time it is made live
