@@ -2,7 +2,7 @@
 
 fpmctl.php is a small FastCGI client run with the host's php-cli: it sends requests to the
 pool's own socket, so OPCache resets and probes happen inside the pool, never in the CLI
-(FACTS: `php -r opcache_reset()` never reaches the pool).
+(`php -r opcache_reset()` never reaches the pool: docs/why.md).
 """
 
 from . import remote

@@ -1,7 +1,7 @@
 """One SSH connection per host, reused by every step: strict host keys, timeouts, TCP_NODELAY.
 
 Fabric's Connection is used for connection management and running commands; its default host
-key policy (trust anything, FACTS) is replaced before connecting.
+key policy (trust anything: docs/why.md#fabric-host-keys) is replaced before connecting.
 """
 
 import base64
@@ -148,7 +148,7 @@ class Transport:
         except OSError as exc:
             raise TransportError(f"cannot connect to {host.address}:{host.port}: {exc.strerror or exc}",
                                  "is the host up and sshd listening? check address/port in the inventory") from None
-        # Paramiko leaves Nagle on: 47 ms per round trip instead of 6 ms (FACTS).
+        # Paramiko leaves Nagle on: 47 ms per round trip instead of 6 ms (docs/why.md#nagle).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         kwargs = {"sock": sock, "banner_timeout": host.connect_timeout,
                   "auth_timeout": host.connect_timeout}

@@ -244,7 +244,7 @@ def test_incident_cli_reset_misses_the_pool_fpmctl_reset_fixes_it(pool):
     assert serve(pool, script) == "v1-r1"
 
     # The hot fix: edited in place. Its mtime is put in the past so that file_update_protection
-    # cannot be the reason a new version shows (FACTS).
+    # cannot be the reason a new version shows (docs/why.md).
     write_past(pool.release("r1") / "src" / "v.php", "<?php const V = 'v2-r1';\n")
     assert serve(pool, script) == "v1-r1", "validate_timestamps=0: the pool must keep the cached code"
 

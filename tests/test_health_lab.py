@@ -1,7 +1,7 @@
 """Health checks and healing on REAL lab hosts (sshd + PHP-FPM + nginx + Laravel, deploy/lab/).
 
-Every scenario reproduces one cause of the incident for real (../shared/seed/incident-report.md,
-as corrected by ../shared/FACTS.md) and ends with the new code served, proven by GET /version,
+Every scenario reproduces one cause of the incident for real (docs/why.md,
+with what is true instead) and ends with the new code served, proven by GET /version,
 or with a clear failure. Own roots and ports so it never touches the shared lab in /srv/lab:
 /srv/labhealth (ssh 2500+i, http 8500+i) for the releases layout, /srv/labheal2 (ssh 2900+i,
 http 8900+i) for the in-place strategy; HEALTH_LAB_ROOT / HEALTH_LAB_SSH_BASE /

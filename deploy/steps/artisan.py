@@ -1,7 +1,7 @@
 """artisan: Laravel commands run one by one in the new release, each exit code checked.
 
-FACTS: `optimize` and `optimize:clear` exit 0 even when a step inside fails, and `*:clear`
-ignores failed unlinks, so the aggregate commands are refused here.
+`optimize` and `optimize:clear` exit 0 even when a step inside fails, and `*:clear`
+ignores failed unlinks, so the aggregate commands are refused here (docs/why.md#artisan-exit-codes).
 """
 
 import shlex

@@ -1,6 +1,6 @@
 """fpm_reload: the inventory's reload command, then wait until the pool answers again.
 
-A graceful reload (SIGUSR2) clears in-memory OPCache and JIT (FACTS); waiting for the pool
+A graceful reload (SIGUSR2) clears in-memory OPCache and JIT (docs/why.md); waiting for the pool
 keeps the next step from hitting a pool that is still restarting.
 """
 

@@ -2,7 +2,7 @@
 
 fpmctl.php reads the pool's restart counters, asks the pool to reset, and fails unless the
 counters moved. When the inventory sets fpm.file_cache, that on-disk cache is cleared too: it
-survives resets and reloads (FACTS).
+survives resets and reloads (docs/why.md).
 """
 
 from .. import fpmctl

@@ -41,6 +41,6 @@ def plan(settings, ctx):
                            str(settings["interval"]), ctx.paths.meta + "/verify.body", desc=f"verify {url}")]
     if settings["probe"]:
         # Beside HTTP: the pool itself must execute the release, with no stale cached scripts
-        # (DESIGN principle 6; the incident's validate_timestamps=0 case).
+        # (the incident's validate_timestamps=0 case: docs/why.md#validate-timestamps).
         commands.append(fpmctl.command(ctx, "verify", release=ctx.release))
     return commands
