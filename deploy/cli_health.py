@@ -110,7 +110,7 @@ def format_heal(r):
 # ---------------------------------------------------------------------------- commands
 
 def health(host_spec, inventory=None, pipeline=None, as_json=False, reporter=None, parallel=None):
-    """The eight checks per host; 0 when no check fails, 1 otherwise, 2 on bad input."""
+    """The health checks per host; 0 when no check fails, 1 otherwise, 2 on bad input."""
     reporter = reporter or Reporter()
     try:
         host_spec, inventory, pipeline = cliargs.parse_selection(host_spec, inventory, pipeline)
