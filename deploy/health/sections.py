@@ -11,7 +11,8 @@ import re
 
 from .. import remote
 
-_SECTION = re.compile(r"\n?\x1dS (\S+)(?: (\S*))?\n")
+# The last marker may end the output (the executor strips what a command printed).
+_SECTION = re.compile(r"\n?\x1dS (\S+)(?: (\S*))?(?:\n|$)")
 _RC = re.compile(r"\n?\x1dRC (-?\d+)\s*$")
 
 

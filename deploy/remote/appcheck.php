@@ -14,10 +14,12 @@
  * --timeout (default 5) bounds each connection attempt. Exit 0: the report was printed
  * (whatever it says); 1: the app did not boot ("error" says why); 2: bad usage.
  *
- * Read-only: no migration runs; nothing is written but what booting Laravel writes itself
- * (bootstrap/cache/packages.php when missing). The app's logging goes to a null handler, so
- * a failed connection leaves no log file behind (one created by the deploy user could keep
- * the web user from logging). Secrets never leave: the values of the app's passwords, keys
+ * Read-only: no migration runs, nothing in the release is written. Where the release lacks
+ * bootstrap/cache/packages.php or services.php (which booting Laravel writes when missing),
+ * they are built in a temporary directory instead (APP_PACKAGES_CACHE, APP_SERVICES_CACHE),
+ * removed at exit: the bootstrap cache check must see the release as the deploy left it. The
+ * app's logging goes to a null handler, so a failed connection leaves no log file behind (one
+ * created by the deploy user could keep the web user from logging). Secrets never leave: the values of the app's passwords, keys
  * and tokens (its config, and the .env entries named like PASSWORD, KEY, SECRET, TOKEN) are replaced
  * by *** in every message printed.
  */
@@ -98,6 +100,23 @@ $out = ['app' => false, 'root' => $root, 'config_cached' => is_file($root . '/bo
 if (!is_file($root . '/artisan') || !is_file($root . '/bootstrap/app.php')) {
     $out['error'] = 'no Laravel app here (artisan and bootstrap/app.php)';
     emit($out, $secrets, 1);
+}
+
+// Manifests Laravel would write into bootstrap/cache when missing: into a private temp dir.
+$scratch = null;
+foreach (['APP_PACKAGES_CACHE' => 'packages.php', 'APP_SERVICES_CACHE' => 'services.php'] as $var => $file) {
+    if (!is_file($root . '/bootstrap/cache/' . $file) && getenv($var) === false) {
+        if ($scratch === null) {
+            $scratch = sys_get_temp_dir() . '/appcheck-' . bin2hex(random_bytes(6));
+            mkdir($scratch, 0700);
+            register_shutdown_function(static function () use ($scratch): void {
+                array_map('unlink', glob($scratch . '/*') ?: []);
+                @rmdir($scratch);
+            });
+        }
+        putenv("$var=$scratch/$file");
+        $_ENV[$var] = $_SERVER[$var] = "$scratch/$file";
+    }
 }
 
 try {
