@@ -244,7 +244,7 @@ def env(text):
 def app(text):
     """appcheck.php's report -> {"checked", "rc", "data" (its JSON, or None), "noise" (anything
     else it printed: PHP warnings, a fatal error)}."""
-    if text is None:
+    if not (text or "").strip():   # gather.sh did not run it (no live release, no programs)
         return {"checked": False, "rc": None, "data": None, "noise": ""}
     body, code = rc_split(text)
     data, noise = None, []
@@ -301,9 +301,9 @@ def migrate_status(output, rc=0):
 def workers(text):
     """The workers section: when the live release went live, who ran workers.sh, and one
     entry per matching process (workers.sh's lines: STATUS<TAB>pid=...<TAB>started=...)."""
-    out = {"checked": text is not None, "switched": None, "as": None, "rc": None, "processes": [], "summary": None,
-           "error": None}
-    if text is None:
+    out = {"checked": bool((text or "").strip()), "switched": None, "as": None, "rc": None, "processes": [],
+           "summary": None, "error": None}
+    if not out["checked"]:
         return out
     head, _, body = text.partition("\x1dOUT\n")
     for r in tabbed(head):

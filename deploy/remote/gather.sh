@@ -55,7 +55,7 @@ env_keys() {
       seen[name] = 1
       v = substr(line, eq + 1); sub(/^[ \t]+/, "", v); q = substr(v, 1, 1)
       if (q == "\"" || q == "\047") { v = substr(v, 2); e = index(v, q); if (e) v = substr(v, 1, e - 1) }
-      else { sub(/[ \t]+#.*$/, "", v); sub(/[ \t]+$/, "", v) }
+      else { sub(/(^|[ \t]+)#.*$/, "", v); sub(/[ \t]+$/, "", v) }
       printf "key\t%s\t%s\n", name, (v == "" ? "empty" : "set")
     }'
 }
