@@ -23,14 +23,16 @@ PHP = shutil.which("php")
 SECRET = "base64:c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1uZXZlci1sZWF2ZQ=="
 
 
-def gather(deploy, mode="auto", keys="APP_KEY", pattern="", want=""):
-    me = getpass.getuser()
+def gather(deploy, mode="auto", keys="APP_KEY", pattern="", want="", user=None):
+    me = user or getpass.getuser()
     env = {"PATH": os.environ["PATH"], "D": str(deploy), "MODE": mode, "WEB": me, "DUSER": me,
            "SOCK": str(deploy) + "/no.sock", "PHP": PHP or "php", "BIN": str(deploy) + "/.deploy/bin", "WANT": want,
            "URL": "", "URI": "", "PORT": "", "WRITABLE": "storage bootstrap/cache", "LOGLINES": "50",
            "ENVKEYS": keys, "WPATTERN": pattern, "WORKERS_SH": remote.local_path("workers.sh").read_text()}
-    r = subprocess.run(["sh", "-c", remote.local_path("gather.sh").read_text(), "gather.sh"], env=env,
-                       capture_output=True, text=True, timeout=120)
+    argv = ["sh", "-c", remote.local_path("gather.sh").read_text(), "gather.sh"]
+    if user:
+        argv = ["runuser", "-u", user, "--"] + argv
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     return r.stdout, health.parse(r.stdout.strip())   # stripped, as the executor keeps it
 
@@ -148,6 +150,17 @@ def test_workers_of_the_old_release_after_a_switch(tmp_dir, processes):
     processes(d / "releases" / "r2", PHP, str(d / "current" / "artisan"), "queue:work", "redis")
     _, ev = gather(d)
     assert sorted(p["status"] for p in ev["workers"]["processes"]) == ["ok", "stale"]
+
+
+@pytest.mark.skipif(not PHP or os.geteuid() != 0, reason="needs root (workers of another user) and php-cli")
+def test_workers_of_another_user_without_root_are_unknown_and_only_warn(tmp_dir, processes):
+    d = releases_app(tmp_dir)
+    processes(d / "releases" / "r1", PHP, str(d / "current" / "artisan"), "queue:work")
+    _, ev = gather(d, user="nobody")               # no root, no sudo: /proc/PID/cwd of root's process unreadable
+    w = ev["workers"]
+    assert w["as"] == "nobody" and [p["status"] for p in w["processes"]] == ["unknown"]
+    f = {x.check: x for x in health.evaluate(ev, _host(d), None)}["workers"]
+    assert f.status == "warn" and f.remedy is None and "cannot be told as nobody" in f.evidence
 
 
 @pytest.mark.skipif(not PHP, reason="php-cli runs the fake workers")
