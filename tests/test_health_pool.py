@@ -97,11 +97,13 @@ def test_log_tail_reads_the_pools_error_log_as_the_pool_user(make_pool):
     assert bad.code == 2 and "--log-tail" in bad.data["error"]
 
 
-def test_fpmctl_needs_its_probe_next_to_it(pool, tmp_path):
+def test_fpmctl_needs_its_probe_and_its_client_next_to_it(pool, tmp_path):
     alone = tmp_path / "fpmctl.php"
     shutil.copy(FPMCTL, alone)
-    p = subprocess.run([PHP_BIN, str(alone), "status", f"--socket={pool.sock}", f"--deploy-path={pool.deploy}"],
-                       capture_output=True, text=True, timeout=30)
-    data = json.loads(p.stdout)
-    assert p.returncode == 3 and data["error_kind"] == "probe_missing" and "probe.php" in data["error"]
+    for missing in ("fastcgi.php", "probe.php"):
+        p = subprocess.run([PHP_BIN, str(alone), "status", f"--socket={pool.sock}", f"--deploy-path={pool.deploy}"],
+                           capture_output=True, text=True, timeout=30)
+        data = json.loads(p.stdout)
+        assert p.returncode == 3 and data["error_kind"] == "probe_missing" and missing in data["error"]
+        shutil.copy(FPMCTL.parent / "fastcgi.php", tmp_path / "fastcgi.php")
     assert pool.probes_left() == []
