@@ -41,7 +41,8 @@ test: deps
 
 unit: venv
 	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/test_inventory.py tests/test_pipeline.py tests/test_plans.py \
-		tests/test_htmlreport.py tests/test_notify.py
+		tests/test_htmlreport.py tests/test_notify.py tests/test_health_unit.py tests/test_health_app_unit.py \
+		tests/test_health_parsers.py tests/test_health_gather.py tests/test_remote_scripts.py
 
 bench: deps
 	$(BIN)/python bench/bench.py
