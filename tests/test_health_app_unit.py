@@ -156,6 +156,14 @@ def test_workers_on_an_old_release_fail_with_the_workers_remedy(pipe):
     assert [p["pid"] for p in f.details["processes"]] == [812, 913]
 
 
+def test_an_old_scheduler_without_a_restart_command_is_left_to_a_human(pipe):
+    old = OK.replace("ok\tpid=913\tstarted=1700000100.00", "old\tpid=913\tstarted=1699990000.00") + "\twhy=started before"
+    f = findings(pipe=pipe, workers=workers_section(old, rc=1))["workers"]
+    assert f.status == "fail" and f.remedy is None and "does not reach schedule:work" in f.fix
+    h = host(workers=Workers(restart="sudo supervisorctl restart app:*"))
+    assert findings(pipe=pipe, h=h, workers=workers_section(old, rc=1))["workers"].remedy == "workers"
+
+
 def test_workers_whose_release_cannot_be_told_warn_never_pass(pipe):
     f = findings(pipe=pipe, workers=workers_section(UNKNOWN, rc=1, user="deploy"))["workers"]
     assert f.status == "warn" and "cannot be told as deploy" in f.evidence and "root" in f.fix

@@ -48,8 +48,16 @@ def check(ev, host, pipeline, release):
     unknown = [p for p in procs if p["status"] == "unknown"]
     if bad:
         ex = "; ".join(f"pid {p['pid']} {_what(p)}: {p.get('why') or p['status']}" for p in bad[:3])
-        items.add(FAIL, f"{len(bad)} of {len(procs)} worker process(es) do not run the live release {live}"
-                        f" (live since {when}): {ex}", restart, "workers")
+        text = (f"{len(bad)} of {len(procs)} worker process(es) do not run the live release {live}"
+                f" (live since {when}): {ex}")
+        if host.workers.restart or any(_what(p) == "queue:work" for p in bad):
+            items.add(FAIL, text, restart, "workers")
+        else:
+            # artisan queue:restart only reaches queue:work: trying it would only wait for a proof
+            # that cannot come.
+            items.add(FAIL, text, "human: restart them with the process manager (e.g. supervisorctl restart), and set"
+                                  " workers.restart in the inventory so fab heal can (artisan queue:restart does not"
+                                  " reach schedule:work or horizon)")
     if unknown:
         items.add(WARN, f"{len(unknown)} worker process(es) whose release cannot be told as {w.get('as')}"
                         f" ({unknown[0].get('why')})",
