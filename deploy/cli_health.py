@@ -64,7 +64,7 @@ def check_host(host, pipeline, emit=None, release=None, layout=None):
 
 def format_findings(findings, width=WIDTH):
     """Fixed-width table: check, status, evidence (and the fix when not passing)."""
-    col1, col2 = 16, 6
+    col1, col2 = max([16] + [len(f.title) for f in findings]), 6
     text_w = max(40, width - col1 - col2 - 4)
     lines = [f"  {'check':<{col1}} {'status':<{col2}} evidence / fix"]
     for f in findings:
@@ -110,7 +110,7 @@ def format_heal(r):
 # ---------------------------------------------------------------------------- commands
 
 def health(host_spec, inventory=None, pipeline=None, as_json=False, reporter=None, parallel=None):
-    """The eight checks per host; 0 when no check fails, 1 otherwise, 2 on bad input."""
+    """The health checks per host; 0 when no check fails, 1 otherwise, 2 on bad input."""
     reporter = reporter or Reporter()
     try:
         host_spec, inventory, pipeline = cliargs.parse_selection(host_spec, inventory, pipeline)

@@ -3,6 +3,7 @@
 Validation happens before any host is contacted: a bad playbook never half-runs.
 """
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,7 +13,8 @@ from .errors import ConfigError
 from .steps import BUILD, KINDS, LIVE, SWITCH
 
 TOP_KEYS = ("source", "keep_releases", "remediate", "strategy", "steps", "serial", "max_fail", "parallel",
-            "lock_stale_after", "notify")
+            "lock_stale_after", "notify", "health")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,7 @@ class Pipeline:
     parallel: int | None = None
     lock_stale_after: int = 3600
     notify: list = field(default_factory=list)   # notify.Webhook, docs/pipeline.md#notify
+    health: dict = field(default_factory=lambda: {"required_env": ["APP_KEY"]})   # what `fab health` checks
 
     def split(self):
         """Steps before the switch, the switch (activate), and the steps after it."""
@@ -92,6 +95,7 @@ def load(path, source_override=None):
     parallel = top.integer("parallel", None, minimum=1)
     lock_stale_after = top.integer("lock_stale_after", 3600, minimum=1)
     notify = notify_mod.parse(top)
+    health = _health(top)
     raw_steps = top.get("steps", list, required=True, hint="list the steps, e.g. - sync, - activate")
     top.done()
 
@@ -114,7 +118,20 @@ def load(path, source_override=None):
                         "point source: at the app to ship, relative to the project root, or pass --source DIR")
     return Pipeline(file=str(path), source=str(resolved_source), keep_releases=keep, steps=steps,
                     remediate=remediate, strategy=strategy, serial=serial, max_fail=max_fail, parallel=parallel,
-                    lock_stale_after=lock_stale_after, notify=notify)
+                    lock_stale_after=lock_stale_after, notify=notify, health=health)
+
+
+def _health(top):
+    """`health: {required_env: [KEY, ...]}`: the .env keys `fab health` requires of the live
+    release (docs/remediation.md); default APP_KEY, [] requires none."""
+    section = top.section("health")
+    keys = section.string_list("required_env", ["APP_KEY"])
+    for key in keys:
+        if not ENV_NAME.match(key):
+            raise section.error("required_env", f"'{key}' is not an environment variable name",
+                                "letters, digits and _, not starting with a digit, e.g. APP_KEY")
+    section.done()
+    return {"required_env": keys}
 
 
 def count_ok(value, allow_zero=False):

@@ -1,19 +1,27 @@
 """Remediation: run the checks, apply the fix mapped to each failed check, verify again; bounded.
 
-The fixes are the ones that really work (../shared/FACTS.md), never the incident report's:
+The fixes are the ones that really work (../shared/FACTS.md), never the incident report's.
+Where a pipeline step does the same thing, the fix is that step's own plan, for the live
+release (StepContext(host, pipeline, live id); in place the deploy path), with the pipeline's
+settings for it or, when it has no such step, the step's defaults:
 
-  acl            ACLs on the writable dirs only (storage, bootstrap/cache: their REAL paths, so
-                 `setfacl -R` also recurses into a symlinked shared/storage):
-                 setfacl -R -m u:WEB:rwX,d:u:WEB:rwX. Never `chown -R` of the code.
-  artisan        the pipeline's cache commands (config:cache, route:cache, view:cache,
-                 event:cache) one by one as the deploy user in the live release (in place: the
-                 deploy path itself), each exit code checked (never `optimize`); followed by an
-                 OPCache reset, because cached config and routes are loaded with `require`,
-                 through OPCache.
-  opcache_reset  inside the pool (fpmctl.php reset over the pool's FastCGI socket, proven by its
-                 restart counters) plus clearing opcache.file_cache when set. Never
-                 `php -r opcache_reset()`: the CLI has its own cache.
-  fpm_reload     the inventory's fpm.reload command, then fpmctl wait until the pool answers.
+  acl            ACLs on the writable dirs only (storage, bootstrap/cache: their REAL paths, as
+                 the evidence found them, so `setfacl -R` also recurses into a symlinked
+                 shared/storage): setfacl -R -m u:WEB:rwX,d:u:WEB:rwX, plus owner-write on the
+                 web user's own files there. Never `chown -R` of the code. (Not the ownership
+                 step's plan: that one works on a new release's paths, this one repairs what
+                 the checks found, wherever the links lead.)
+  artisan        the artisan step's plan: the pipeline's cache commands (config:cache,
+                 route:cache, view:cache, event:cache) one by one as the deploy user, each exit
+                 code checked (never `optimize`); followed by an OPCache reset, because cached
+                 config and routes are loaded with `require`, through OPCache.
+  opcache_reset  the opcache_reset step's plan (inside the pool: fpmctl.php reset over its
+                 FastCGI socket, proven by its restart counters), plus clearing an
+                 opcache.file_cache the pool reports. Never `php -r opcache_reset()`.
+  fpm_reload     the fpm_reload step's plan: the inventory's fpm.reload, then fpmctl wait (the
+                 step's `wait`).
+  workers        deploy/workers.py: the host's workers.restart (else artisan queue:restart) in
+                 the live release, then workers.sh until every worker runs it (workers.timeout).
 
 Both layouts (releases, in place) are handled: the evidence names the live tree and its
 writable dirs (health.gather), and every plan here works on those paths.
@@ -24,18 +32,22 @@ fpm_reload) or stops. `heal()` never rolls back; the caller does when it returns
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
 
-from . import fpmctl
 from . import health
 from . import locks
 from . import plan as planner
-from .commands import Raw
-from .context import StepContext
+from . import pipeline as pipeline_mod
+from . import workers
 from .commands import PlannedStep
+from .context import StepContext
+from .errors import ConfigError
+from .health import checks as health_checks
 from .session import HostSession
+from .steps import KINDS
 from .transport import TransportError
 
 ESCALATE = {"opcache_reset": "fpm_reload"}
@@ -62,26 +74,49 @@ class HealResult:
                 "before": [f.as_dict() for f in self.before], "findings": [f.as_dict() for f in self.findings]}
 
 
-def settled(findings):
+def settled(findings, during_deploy=False):
     """The host serves its live release and nothing the tool can fix is still failing.
 
     Failures only a human can fix (nginx config, code writable by the web user) do not count:
-    rolling back would not fix them either; they are reported.
+    rolling back would not fix them either; they are reported. During a deploy, the checks a
+    deploy's healing leaves to the pipeline (the workers) do not count either.
     """
     rc = next((f for f in findings if f.check == "running_code"), None)
     if rc is None or rc.status == health.FAIL:
         return False
-    return not any(f.status == health.FAIL and f.remedy for f in findings)
+    return not any(f.status == health.FAIL and f.remedy and _acted_on(f, during_deploy) for f in findings)
+
+
+def _acted_on(finding, during_deploy):
+    spec = health_checks.spec(finding.check)
+    return not during_deploy or spec is None or spec.during_deploy
 
 
 # ---------------------------------------------------------------------------- plans
 
+def live_context(host, pipeline, ev):
+    """The StepContext of the live release the evidence found (in place: the deploy path), with
+    the pipeline's strategy set to the host's layout (without --pipeline the host decides)."""
+    strategy = health.IN_PLACE if health.in_place(ev) else health.RELEASES
+    if pipeline is None:
+        pipeline = pipeline_mod.Pipeline(file="(none)", source="", keep_releases=2, steps=[], strategy=strategy)
+    elif pipeline.strategy != strategy:
+        pipeline = dataclasses.replace(pipeline, strategy=strategy)
+    return StepContext(host, pipeline, health.live(ev) or "-")
+
+
+def step_plan(kind, host, pipeline, ev):
+    """A pipeline step's own plan for the live release: the pipeline's settings for that kind,
+    or the kind's defaults."""
+    return KINDS[kind].plan(health.step_settings(pipeline, kind), live_context(host, pipeline, ev))
+
+
 def plan_remedy(key, host, pipeline, ev, release=None):
     """The commands of one remedy, as data. Returns (commands, None) or (None, why it cannot run)."""
-    ctx = StepContext(host, pipeline, release or "-")
     web, user = host.web_user, host.user
     rel = ev["layout"].get("real")     # the live release dir; in place the deploy path itself
     if key == "acl":
+        ctx = StepContext(host, pipeline, release or "-")
         dirs = [p for p in ev["layout"].get("writable", {}).values() if p]
         if not rel or not dirs:
             return None, "no live release to repair"
@@ -99,48 +134,50 @@ def plan_remedy(key, host, pipeline, ev, release=None):
             ctx.cmd("find" + holder + " -xdev -user {} ! -perm -u+w -exec chmod u+w {{}} +", *real, web, sudo=True,
                     desc=f"owner-write on {web}'s own files"),
         ], None
+    if key in ("artisan", "workers") and (not rel or not health.live(ev)):
+        return None, "no live release"
     if key == "artisan":
-        if not rel:
-            return None, "no live release"
-        commands = health._artisan_commands(pipeline) or health.DEFAULT_ARTISAN
-        out = []
-        for command in commands:
-            words = command.split()
-            template = "cd {} && {} artisan" + " {}" * len(words) + " --no-interaction"
-            out.append(ctx.cmd(template, rel, ctx.php(), *words, desc=f"artisan {command}"))
-        return out, None
+        settings = health.step_settings(pipeline, "artisan")
+        if not settings["commands"]:
+            settings = dict(settings, commands=health.DEFAULT_ARTISAN)
+        return KINDS["artisan"].plan(settings, live_context(host, pipeline, ev)), None
     if key == "opcache_reset":
-        return _file_cache(ctx, host, ev) + [fpmctl.command(ctx, "reset")], None
+        return _file_cache(host, pipeline, ev) + step_plan("opcache_reset", host, pipeline, ev), None
     if key == "fpm_reload":
-        if not host.fpm.reload:
+        try:
+            commands = step_plan("fpm_reload", host, pipeline, ev)
+        except ConfigError:
             return None, "the inventory has no fpm.reload command for this host"
-        return _file_cache(ctx, host, ev) + [
-            ctx.cmd("{}", Raw(host.fpm.reload), desc="reload PHP-FPM (inventory command)"),
-            fpmctl.command(ctx, "wait", timeout=30),
-        ], None
+        return _file_cache(host, pipeline, ev) + commands, None
+    if key == "workers":
+        ctx = live_context(host, pipeline, ev)
+        seen = len((ev.get("workers") or {}).get("processes") or [])
+        return [workers.restart_command(ctx), workers.proof_command(ctx, expect=max(1, seen))], None
     return None, f"unknown remedy {key}"
 
 
-def _file_cache(ctx, host, ev):
-    st = health._status_data(ev) or {}
-    dirs = []
-    for d in (host.fpm.file_cache, ((st.get("opcache") or {}).get("file_cache") or None)):
-        if d and d not in dirs and d.startswith("/") and d.rstrip("/") not in ("", "/tmp", "/var/tmp"):
-            dirs.append(d)
+def _file_cache(host, pipeline, ev):
+    """Clear an opcache.file_cache the pool reports that the inventory does not name (the
+    opcache_reset step clears the inventory's fpm.file_cache itself): it survives resets and reloads."""
+    d = ((health.status_data(ev) or {}).get("opcache") or {}).get("file_cache") or None
+    if not d or d == host.fpm.file_cache or not d.startswith("/") or d.rstrip("/") in ("", "/tmp", "/var/tmp"):
+        return []
+    ctx = StepContext(host, pipeline, "-")
     return [ctx.cmd("if [ -d {} ]; then find {} -mindepth 1 -delete; fi", d, d, sudo=True,
-                    desc="clear the OPCache file cache (survives resets and reloads)") for d in dirs]
+                    desc="clear the OPCache file cache the pool reports (survives resets and reloads)")]
 
 
-def choose(findings, applied):
+def choose(findings, applied, during_deploy=False):
     """Remedy keys for this attempt, in run order, with the reason of each.
 
     A key applied in an earlier attempt is not repeated; it escalates (opcache_reset ->
     fpm_reload) or is dropped. artisan brings acl before it (new cache files must stay writable)
-    and an OPCache reset after it (cached config/routes go through OPCache).
+    and an OPCache reset after it (cached config/routes go through OPCache). During a deploy,
+    the checks a deploy leaves to its pipeline (the workers) are not acted on.
     """
     why = {}
     for f in findings:
-        if f.status != health.FAIL:
+        if f.status != health.FAIL or not _acted_on(f, during_deploy):
             continue
         for key in f.remedies:
             if key in applied:
@@ -163,18 +200,21 @@ def choose(findings, applied):
 
 # ---------------------------------------------------------------------------- heal
 
-def heal(runner, host, pipeline, release, emit, attempts=2, layout=None):
-    """Heal one connected host. Returns (ok, actions); see heal_detailed for the findings too."""
-    r = heal_detailed(runner, host, pipeline, release, emit, attempts, layout=layout)
+def heal(runner, host, pipeline, release, emit, attempts=2, layout=None, during_deploy=True):
+    """Heal one connected host: what a deploy does when verification fails after the switch.
+    Returns (ok, actions); see heal_detailed for the findings too."""
+    r = heal_detailed(runner, host, pipeline, release, emit, attempts, layout=layout, during_deploy=during_deploy)
     return r.ok, r.actions
 
 
-def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True, layout=None):
+def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True, layout=None, during_deploy=False):
     """Checks -> fixes of the failed checks -> checks again, at most `attempts` rounds of fixes.
 
     release: the release that must be live (None: whatever is live). Every action is emitted
     as {"type": "action", "host", "action", "why"} before it runs and recorded with "ok".
     layout: health.layout_mode (None: the pipeline's strategy decides; "auto": the host).
+    during_deploy: a deploy is healing (its pipeline restarts the workers itself: see
+    health.checks.Check.during_deploy); `fab heal` is not.
     Raises TransportError when the host is lost (the caller decides what that means).
     """
     t0 = time.monotonic()
@@ -185,9 +225,9 @@ def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True
     result.before = findings
     applied = []
     for attempt in range(1, max(1, attempts) + 1):
-        if settled(findings):
+        if settled(findings, during_deploy):
             break
-        chosen = choose(findings, applied)
+        chosen = choose(findings, applied, during_deploy)
         if not chosen:
             break
         result.attempts = attempt
@@ -201,7 +241,7 @@ def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True
         findings = health.evaluate(ev, host, pipeline, release, layout)
         result.phases.append(("verify", time.monotonic() - t1))
     result.findings = findings
-    result.ok = settled(findings)
+    result.ok = settled(findings, during_deploy)
     result.duration = time.monotonic() - t0
     if not result.actions:
         result.state = HEALTHY if result.ok else NOT_HEALED
@@ -209,8 +249,9 @@ def heal_detailed(runner, host, pipeline, release, emit, attempts=2, record=True
         result.state = HEALED if result.ok else NOT_HEALED
     left = [f for f in findings if f.status == health.FAIL]
     for f in left:
-        emit({"type": "message", "host": host.name,
-              "text": f"{'still failing' if f.remedy else 'needs a human'}: {f.title}: {f.evidence} — fix: {f.fix}"})
+        what = ("needs a human" if not f.remedy else "still failing" if _acted_on(f, during_deploy)
+                else "left to the pipeline")
+        emit({"type": "message", "host": host.name, "text": f"{what}: {f.title}: {f.evidence} — fix: {f.fix}"})
     if result.ok:
         result.message = (f"healed in {result.duration:.2f}s ({', '.join(a['action'] for a in result.actions)})"
                           if result.actions else "nothing to heal")
@@ -245,7 +286,7 @@ def _apply(runner, host, pipeline, ev, release, key, why, attempt, emit):
 def _record(runner, host, pipeline, ev, result):
     """One history line per heal that changed something (the Laravel log check counts from it)."""
     ctx = StepContext(host, pipeline, "-")
-    live = health._live(ev)
+    live = health.live(ev)
     record = json.dumps({"time": "__NOW__", "action": "heal", "release": live,
                          "state": HEALED if result.ok else NOT_HEALED,
                          "actions": [a["action"] for a in result.actions], "by": planner.Operator.here().token})

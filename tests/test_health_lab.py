@@ -13,6 +13,7 @@ Set HEALTH_TIMINGS=/path/file.json to get the measured healing times written the
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -57,10 +58,22 @@ def labh(tmp_path_factory):
     lab.down(ROOT, purge=True)  # leftovers of an interrupted run
     inv = tmp_path_factory.mktemp("labhealth") / "lab.yml"
     hosts = lab.up(2, root=ROOT, inventory=str(inv), ssh_base=SSH_BASE, http_base=HTTP_BASE)
+    for h in hosts:
+        place_env(Path(h["deploy_path"]) / "shared" / ".env")
     yield {"inventory": str(inv), "hosts": {h["name"]: h for h in hosts}}
     lab.down(ROOT, purge=True)
     if os.environ.get("HEALTH_TIMINGS"):
         Path(os.environ["HEALTH_TIMINGS"]).write_text(json.dumps(TIMINGS, indent=2) + "\n")
+
+
+def place_env(path):
+    """A host's first .env, as an operator places it (the lab without its stack writes none):
+    the app's key, the rest at the sample app's defaults. The deploy's shared step keeps it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("APP_NAME=sample-app\nAPP_ENV=production\nAPP_KEY=base64:"
+                    + base64.b64encode(os.urandom(32)).decode() + "\n")
+    os.chmod(path, 0o640)
+    shutil.chown(path, "root", "www-data")
 
 
 def load(labh, name):

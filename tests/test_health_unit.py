@@ -1,6 +1,6 @@
-"""deploy/health.py and deploy/remediate.py without SSH: canned evidence -> findings -> fixes.
+"""deploy/health/ and deploy/remediate.py without SSH: canned evidence -> findings -> fixes.
 
-The evidence text has the exact shape the gather script prints on a host (tagged sections,
+The evidence text has the exact shape deploy/remote/gather.sh prints on a host (tagged sections,
 tab-separated fields, fpmctl JSON + exit code markers, an `nginx -T` dump), built here by
 `evidence()` with one healthy host as the default; each test breaks one thing.
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import health, remediate
+from deploy import health, remediate, remote
 from deploy import pipeline as pipeline_mod
 from deploy.executor import CommandResult, StepResult
 from deploy.inventory import Fpm, Host
@@ -92,12 +92,40 @@ def status_json(**kw):
 
 
 def pool_json(changed=(), vt=False, error_log=""):
-    body = json.dumps({"pid": 4243, "now": 1700000500, "live": REL, "error_log": "/var/log/php-fpm-app.log",
-                       "error_log_tail": error_log,
-                       "opcache": {"start_time": 1699990000, "last_restart_time": 1700000000, "epoch": 1700000000,
-                                   "validate_timestamps": vt, "revalidate_freq": 2, "checked": 60,
-                                   "changed_count": len(changed), "changed": list(changed)}})
-    return json.dumps({"action": "request", "ok": True, "status": 200, "body": body})
+    """What fpmctl status reports about every script the pool cached, and its error log; evidence()
+    merges it into the status section (where gather.sh's fpmctl status prints it)."""
+    return json.dumps({"error_log": "/var/log/php-fpm-app.log", "error_log_tail": error_log,
+                       "opcache": {"changed_cached": {
+                           "start_time": 1699990000, "last_restart_time": 1700000000, "epoch": 1700000000,
+                           "validate_timestamps": vt, "revalidate_freq": 2, "checked": 60,
+                           "changed_count": len(changed), "changed": list(changed)}}})
+
+
+def _merge_pool(status, pool):
+    """The status section with the pool's report merged in (both: JSON + the RC marker)."""
+    if status is None or pool is None:
+        return status
+    body, _, rc = status.partition("\n\x1dRC ")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return status
+    if not data.get("ok") or "opcache" not in data:
+        return status
+    extra = json.loads(pool.partition("\n\x1dRC ")[0])
+    data.update({k: v for k, v in extra.items() if k != "opcache"})
+    data["opcache"] = dict(data["opcache"], **extra["opcache"])
+    return json.dumps(data) + "\n\x1dRC " + rc
+
+
+PROGRAMS = "".join(f"{remote.digest(n)}  {n}\n" for n in remote.names(remote.PHP))
+APP_OK = json.dumps({"app": True, "root": REL, "config_cached": True, "laravel": "8.83.26",
+                     "database": {"connection": "mysql", "driver": "mysql", "ok": True, "error": None, "memory": False,
+                                  "elapsed_ms": 2.1},
+                     "redis": [{"connection": "default", "used_by": ["queue"], "ok": True, "error": None, "elapsed_ms": 0.4}],
+                     "migrations": {"rc": 0, "error": None, "output":
+                                    "+------+------+-------+\n| Ran? | Migration | Batch |\n+------+------+-------+\n"
+                                    "| Yes  | 2024_01_01_000000_create_release_runs_table | 1     |\n+------+------+-------+\n"}})
 
 
 def evidence(**o):
@@ -107,7 +135,7 @@ def evidence(**o):
         "layout": (f"deploy\tok\nsymlink\tyes\nlink\treleases/r2\nreal\t{REL}\nrelease\tr1\nrelease\tr2\n"
                    f"release_file\tr2\nwritable\tstorage\t{SHARED}/storage\nwritable\tbootstrap/cache\t{REL}/bootstrap/cache\n"),
         "history": json.dumps({"time": "2023-11-14T22:00:00Z", "action": "deploy", "release": "r2", "state": "deployed"}) + "\n",
-        "fpmctl": health._fpmctl_sha() + "\n",
+        "programs": PROGRAMS,
         "ping": json.dumps({"action": "ping", "ok": True, "via": "probe", "pid": 4242, "elapsed_ms": 3.1}) + "\n\x1dRC 0\n",
         "status": status_json() + "\n\x1dRC 0\n",
         "pool": pool_json() + "\n\x1dRC 0\n",
@@ -122,8 +150,15 @@ def evidence(**o):
                       f"file\tevents.php\tdeploy:deploy\t644\t1700000100.0\nfile\tpackages.php\twww-data:www-data\t644\t1700000100.0\n"
                       f"file\tservices.php\twww-data:www-data\t644\t1700000100.0\nconfigref\t12\t{REL}\n"),
         "log": f"file\t{SHARED}/storage/logs/laravel.log\n\x1dTAIL\n[2023-11-14 21:00:00] production.ERROR: old error before the deploy\n",
+        "env": f"file\tok\t{SHARED}/.env\nkey\tAPP_KEY\tset\n",
+        "app": APP_OK + "\n\x1dRC 0\n",
+        # the shipped playbook has a workers step: a healthy host runs its scheduler on the live release
+        "workers": ("switched\t1700000000.5\nas\troot\n\x1dOUT\n"
+                    f"ok\tpid=913\tstarted=1700000100.00\tcwd={REL}\trelease={REL}\tcmd=php {D}/current/artisan schedule:work\n"
+                    "proven: 1 process(es) started at or after 1700000000.5\n\x1dRC 0\n"),
     }
     g.update(o)
+    g["status"] = _merge_pool(g.get("status"), g.pop("pool", None))
     out = "health evidence v1\n"
     t = 1700000500.0
     for name, body in g.items():

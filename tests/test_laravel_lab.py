@@ -61,6 +61,7 @@ def the_lab(tmp_path_factory):
     the_lab = Lab(ROOT, tmp / "lab.yml", hosts)
     # Each host restarts its workers with its own supervisorctl (as a supervisor host is set up).
     text = Path(the_lab.inventory).read_text()
+    text = re.sub(r"    workers:\n      restart: .*\n", "", text)   # ours instead of the lab's
     for name in HOSTS:
         restart = stack(name)["supervisor"]["restart"]
         text = text.replace(f"  {name}:\n", f"  {name}:\n    workers: {{restart: {json.dumps(restart)}, timeout: 8}}\n", 1)

@@ -11,13 +11,17 @@
  * Why this exists: the CLI has its own OPcache (or none), so `php -r 'opcache_reset()'` never
  * touches the pool, and the deployer's shell cannot see what the pool's workers see (their
  * OPcache, their realpath cache, what *their* user may write). Only code running inside a pool
- * worker can answer, so this script is a minimal FastCGI client (like cachetool): it writes a
- * small probe PHP file, asks the pool to execute it, and always deletes it again.
+ * worker can answer, so this script is a minimal FastCGI client (like cachetool; the client
+ * itself is fastcgi.php): it writes a copy of probe.php (installed next to it) under a random
+ * name, asks the pool to execute it, and always deletes it again.
  *
  * Actions (each prints exactly ONE JSON object on stdout; errors also go to stderr):
  *   status   one probe request; the worker reports pid, user, release, realpath cache entry of
  *            current/, OPcache counters (per-release cached-script counts, stale scripts),
+ *            the cached scripts that changed on disk since the pool cached them (the live
+ *            code's: changed_scripts; every cached script's: changed_cached), its error_log,
  *            and whether storage/ and bootstrap/cache are writable by the pool user.
+ *            With --log-tail=BYTES also the end of the pool's error log (error_log_tail).
  *   reset    status (before), opcache_reset() in the pool, then status again until the deferred
  *            restart shows (manual_restarts or last_restart_time moved), polling up to ~1 s.
  *   ping     one request that proves a worker answers (probe, or the pool's ping.path with
@@ -38,6 +42,7 @@
  *   --timeout=SECONDS    per request for status/reset/ping/request; total for wait. Default 5.
  *   --ping-path=URI      ping/wait: use the pool's ping.path instead of a probe file.
  *   --script=PATH        request: the SCRIPT_FILENAME to execute. --query=STRING optional.
+ *   --log-tail=BYTES     status: include the last BYTES (at most 1 MiB) of the pool's error log.
  *
  * Exit codes:
  *   0  success (reset: also when OPcache is disabled in the pool: "reset": null + "reason")
@@ -49,7 +54,8 @@
  *      unknown"/access denied (the pool user cannot read the probe file), non-200 status, or the
  *      probe file could not be written. JSON "error" holds the message, "error_kind" one of:
  *      no_socket, refused, socket_permission, timeout, connect, io, closed, protocol,
- *      script_unreadable, http_status, bad_response, probe_write.
+ *      script_unreadable, http_status, bad_response, probe_write, probe_missing (probe.php or
+ *      fastcgi.php, installed with this file, is not next to it).
  *
  * Every value reaches the pool as FastCGI params or a query string; nothing is ever passed
  * through a shell.
@@ -57,17 +63,13 @@
 
 declare(strict_types=1);
 
-const FCGI_VERSION_1 = 1;
-const FCGI_BEGIN_REQUEST = 1;
-const FCGI_END_REQUEST = 3;
-const FCGI_PARAMS = 4;
-const FCGI_STDIN = 5;
-const FCGI_STDOUT = 6;
-const FCGI_STDERR = 7;
-const FCGI_RESPONDER = 1;
-const FCGI_REQUEST_ID = 1;
-// Protocol status values of FCGI_END_REQUEST (the spec's names, for messages).
-const FCGI_PROTOCOL_STATUS = [0 => 'REQUEST_COMPLETE', 1 => 'CANT_MPX_CONN', 2 => 'OVERLOADED', 3 => 'UNKNOWN_ROLE'];
+// The FastCGI client, installed next to this file (deploy/remote/). Missing: still one JSON line.
+if (!is_file(__DIR__ . '/fastcgi.php')) {
+    fwrite(STDOUT, json_encode(['ok' => false, 'action' => $argv[1] ?? '', 'error_kind' => 'probe_missing',
+        'error' => 'fastcgi.php is missing next to ' . __FILE__]) . "\n");
+    exit(3);
+}
+require __DIR__ . '/fastcgi.php';
 
 const EXIT_OK = 0;
 const EXIT_CHECK_FAILED = 1;
@@ -78,514 +80,29 @@ const DEFAULT_TIMEOUT = 5.0;
 const RESET_VERIFY_WINDOW = 1.0;   // seconds to wait for the deferred restart to show
 const RESET_VERIFY_SLEEP_US = 50000;
 const WAIT_SLEEP_US = 100000;
-const BODY_EXCERPT = 500;
 
 /** Wrong invocation: exit 2. */
 final class UsageError extends RuntimeException
 {
 }
 
-/** The pool could not be reached or answered with an error: exit 3. */
-final class PoolError extends RuntimeException
-{
-    /** @param array<string,mixed> $extra merged into the JSON output */
-    public function __construct(string $message, public readonly string $kind, public readonly array $extra = [])
-    {
-        parent::__construct($message);
-    }
-}
-
 /**
- * The code that runs INSIDE the pool. Kept as a nowdoc so nothing of the client is interpolated
- * into it; its parameters come from $_GET only. It is namespaced so it cannot clash with an
- * auto_prepend_file of the pool.
+ * The code that runs INSIDE the pool: probe.php, installed next to this file (deploy/remote/).
+ * Each run writes a fresh copy under a random name (Probe below), so nothing of the client is
+ * interpolated into it and the pool never caches it.
  */
-const PROBE_CODE = <<<'PHP'
-<?php
-// fpmctl probe: written by fpmctl.php, executed by one FPM worker, deleted right after.
-namespace FpmctlProbe;
-
-// Warnings must not leak into the JSON body (the pool may have display_errors on); collect them.
-$GLOBALS['fpmctl_warnings'] = [];
-\set_error_handler(static function (int $no, string $msg): bool {
-    $GLOBALS['fpmctl_warnings'][] = $msg;
-    return true;
-});
-
-/** Take the last warning back out of the list: the caller reports it in its own field. */
-function last_warning(): ?string
+function probe_code(): string
 {
-    return \array_pop($GLOBALS['fpmctl_warnings']);
-}
-
-function ini_bool(string $key): ?bool
-{
-    $v = \ini_get($key);
-    return $v === false ? null : \filter_var($v, FILTER_VALIDATE_BOOLEAN);
-}
-
-function worker_user(): array
-{
-    // posix is the reliable answer; get_current_user() would name the probe file's OWNER
-    // (the deploy user), not the worker, so it is no fallback. /proc + /etc/passwd is.
-    if (\function_exists('posix_geteuid')) {
-        $uid = \posix_geteuid();
-        $pw = \posix_getpwuid($uid);
-        return ['user' => $pw['name'] ?? null, 'uid' => $uid, 'gid' => \posix_getegid()];
-    }
-    $uid = $gid = null;
-    foreach (@\file('/proc/self/status') ?: [] as $line) {
-        if (\preg_match('/^(Uid|Gid):\s+\d+\s+(\d+)/', $line, $m)) {
-            $m[1] === 'Uid' ? $uid = (int) $m[2] : $gid = (int) $m[2];
+    static $code = null;
+    if ($code === null) {
+        $path = __DIR__ . '/probe.php';
+        $text = @file_get_contents($path);
+        if ($text === false || $text === '') {
+            throw new PoolError("cannot read the pool probe $path (it is installed next to fpmctl.php)", 'probe_missing');
         }
+        $code = $text;
     }
-    $name = null;
-    foreach (@\file('/etc/passwd') ?: [] as $line) {
-        $f = \explode(':', $line);
-        if (\count($f) > 2 && $uid !== null && (int) $f[2] === $uid) {
-            $name = $f[0];
-            break;
-        }
-    }
-    return ['user' => $name, 'uid' => $uid, 'gid' => $gid];
-}
-
-/** As the pool user: is_writable() AND really create + delete a file (ACLs, ro mounts, quotas). */
-function writable(string $dir): array
-{
-    $r = ['path' => $dir, 'exists' => \is_dir($dir), 'is_writable' => false, 'created' => false, 'writable' => false, 'error' => null];
-    if (!$r['exists']) {
-        $r['error'] = 'missing';
-        return $r;
-    }
-    $r['is_writable'] = \is_writable($dir);
-    // fopen 'x' in that exact dir: tempnam() would silently fall back to the system temp dir.
-    $name = $dir . '/.fpmctl-write-test-' . \bin2hex(\random_bytes(6));
-    $fh = \fopen($name, 'x');
-    if ($fh === false) {
-        $r['error'] = last_warning() ?? 'cannot create a file';
-        return $r;
-    }
-    \fclose($fh);
-    $r['created'] = true;
-    if (!\unlink($name)) {
-        $r['error'] = 'created but could not delete ' . $name . ': ' . (last_warning() ?? '');
-        return $r;
-    }
-    $r['writable'] = $r['is_writable'];
-    return $r;
-}
-
-function opcache_report(array $roots, array $probeRoots, ?string $liveDir, ?string $liveRoot = null): array
-{
-    $jitBuffer = \ini_get('opcache.jit_buffer_size');
-    $r = [
-        'enabled' => false, 'reason' => null, 'api_restricted' => false,
-        'restart_pending' => null, 'restart_in_progress' => null,
-        'manual_restarts' => null, 'last_restart_time' => null,
-        'oom_restarts' => null, 'hash_restarts' => null,
-        'num_cached_scripts' => null, 'cached_by_release' => null, 'cached_under_current' => null,
-        'cached_other' => null, 'cached_probe' => null, 'stale_scripts' => null,
-        'changed_scripts' => null, 'changed_examples' => null,
-        'memory' => null,
-        'validate_timestamps' => ini_bool('opcache.validate_timestamps'),
-        'revalidate_freq' => \ini_get('opcache.revalidate_freq') === false ? null : (int) \ini_get('opcache.revalidate_freq'),
-        'file_update_protection' => \ini_get('opcache.file_update_protection') === false ? null : (int) \ini_get('opcache.file_update_protection'),
-        'file_cache' => (string) \ini_get('opcache.file_cache'),
-        'file_cache_only' => ini_bool('opcache.file_cache_only'),
-        'jit' => ['mode' => \ini_get('opcache.jit') === false ? null : (string) \ini_get('opcache.jit'),
-                  'buffer_size' => $jitBuffer === false ? null : (string) $jitBuffer, 'enabled' => null],
-        'probe_cached' => null,
-    ];
-    if (!\function_exists('opcache_get_status')) {
-        $r['reason'] = 'opcache extension not loaded';
-        return $r;
-    }
-    if (!ini_bool('opcache.enable')) {
-        $r['reason'] = 'opcache.enable=0';
-        return $r;
-    }
-    // true: the script list is needed for the per-release counts; only counts leave the pool.
-    $st = \opcache_get_status(true);
-    if (!\is_array($st)) {
-        // OPcache is on, but this script may not look at it (opcache.restrict_api): neither
-        // may it reset it, which the client must treat as a failure, not as "nothing to reset".
-        $r['api_restricted'] = true;
-        $r['reason'] = 'opcache_get_status() returned false: opcache.restrict_api excludes the probe dir';
-        return $r;
-    }
-    $stats = $st['opcache_statistics'] ?? [];
-    // While a restart is pending opcache_enabled reads false although OPcache is on; the pool
-    // has OPcache unless neither holds.
-    $r['enabled'] = (bool) ($st['opcache_enabled'] ?? false) || (bool) ($st['restart_pending'] ?? false);
-    if (!$r['enabled']) {
-        $r['reason'] = 'OPcache is loaded but not active in this pool (see the FPM error log)';
-    }
-    $r['restart_pending'] = (bool) ($st['restart_pending'] ?? false);
-    $r['restart_in_progress'] = (bool) ($st['restart_in_progress'] ?? false);
-    foreach (['manual_restarts', 'last_restart_time', 'oom_restarts', 'hash_restarts', 'num_cached_scripts'] as $k) {
-        $r[$k] = isset($stats[$k]) ? (int) $stats[$k] : null;
-    }
-    $mem = $st['memory_usage'] ?? [];
-    $r['memory'] = [
-        'used' => $mem['used_memory'] ?? null, 'free' => $mem['free_memory'] ?? null,
-        'wasted' => $mem['wasted_memory'] ?? null, 'cache_full' => $st['cache_full'] ?? null,
-    ];
-    $r['jit']['enabled'] = isset($st['jit']['enabled']) ? (bool) $st['jit']['enabled'] : false;
-
-    $byRelease = [];
-    $underCurrent = $other = $probe = 0;
-    foreach (\array_keys($st['scripts'] ?? []) as $path) {
-        $path = (string) $path;
-        foreach ($probeRoots as $p) {
-            if (\str_starts_with($path, $p . '/')) {
-                $probe++;
-                continue 2;
-            }
-        }
-        foreach ($roots as $root) {
-            if (\str_starts_with($path, $root . '/releases/')) {
-                $rest = \substr($path, \strlen($root . '/releases/'));
-                $name = \strstr($rest, '/', true);
-                if ($name !== false && $name !== '') {
-                    $byRelease[$name] = ($byRelease[$name] ?? 0) + 1;
-                    continue 2;
-                }
-            }
-            if (\str_starts_with($path, $root . '/current/')) {
-                $underCurrent++;
-                continue 2;
-            }
-        }
-        $other++;
-    }
-    // Scripts of the LIVE code whose file changed on disk after the pool cached them: with
-    // validate_timestamps=0 the pool still runs the old code (the incident). The cached mtime
-    // ("timestamp") is only reported when validate_timestamps=1; otherwise anything modified
-    // after the cache was last cleared (start or last reset) counts.
-    if ($liveRoot !== null) {
-        $epoch = \max((int) ($stats['start_time'] ?? 0), (int) ($stats['last_restart_time'] ?? 0));
-        $changed = [];
-        foreach ($st['scripts'] ?? [] as $path => $info) {
-            $path = (string) $path;
-            if (!\str_starts_with($path, $liveRoot . '/') || \str_contains($path, '/.deploy/')) {
-                continue;
-            }
-            \clearstatcache(true, $path);
-            $m = @\filemtime($path);
-            if ($m === false) {
-                $changed[] = $path;
-            } elseif (isset($info['timestamp']) ? $m !== (int) $info['timestamp'] : $m > $epoch) {
-                $changed[] = $path;
-            }
-        }
-        $r['changed_scripts'] = \count($changed);
-        $r['changed_examples'] = \array_slice($changed, 0, 5);
-    }
-    \ksort($byRelease, SORT_NATURAL);
-    $r['cached_by_release'] = (object) $byRelease;   // {} not [] when empty
-    $r['cached_under_current'] = $underCurrent;
-    $r['cached_other'] = $other;
-    $r['cached_probe'] = $probe;
-    if ($liveDir !== null) {
-        $stale = 0;
-        foreach ($byRelease as $name => $n) {
-            if ((string) $name !== $liveDir) {
-                $stale += $n;
-            }
-        }
-        $r['stale_scripts'] = $stale;
-    }
-    $r['probe_cached'] = \function_exists('opcache_is_script_cached') ? \opcache_is_script_cached(__FILE__) : null;
-    return $r;
-}
-
-function status(string $deploy): array
-{
-    $current = $deploy . '/current';
-    // Read the worker's realpath cache BEFORE touching current/: any stat below repopulates it.
-    $rc = \function_exists('realpath_cache_get') ? \realpath_cache_get() : [];
-    $cached = $rc[$current] ?? null;
-    // Drop only this entry (not the whole cache) so realpath() sees the symlink as it is now.
-    \clearstatcache(true, $current);
-    $real = \realpath($current);
-    $real = $real === false ? null : $real;
-    $layout = 'releases';
-    if ($real === null && \is_file($deploy . '/RELEASE')) {
-        // strategy in-place: the code lives directly under the deploy path.
-        $layout = 'in-place';
-        $real = \realpath($deploy) ?: $deploy;
-    }
-    $releaseFile = $real === null ? false : @\file_get_contents($real . '/RELEASE');
-    $realDeploy = \realpath($deploy);
-    $roots = \array_values(\array_unique(\array_filter([$deploy, $realDeploy === false ? null : $realDeploy])));
-    $probeDir = \dirname(__FILE__);
-    $realProbeDir = \realpath($probeDir);
-    $probeRoots = \array_values(\array_unique(\array_filter([$probeDir, $realProbeDir === false ? null : $realProbeDir])));
-    $liveDir = $real === null || $layout === 'in-place' ? null : \basename($real);
-    $w = [];
-    $wDetail = [];
-    foreach (['storage', 'bootstrap/cache'] as $d) {
-        // Checked under the resolved release, not current/: a stale realpath cache must not
-        // make us test the previous release's dirs.
-        $wDetail[$d] = writable(($real ?? $current) . '/' . $d);
-        $w[$d] = $wDetail[$d]['writable'];
-    }
-    return \array_merge(worker_user(), [
-        'pid' => \getmypid(),
-        'php_version' => PHP_VERSION,
-        'sapi' => \php_sapi_name(),
-        'hostname' => \gethostname(),
-        'deploy_path' => $deploy,
-        'current_realpath' => $real,
-        'release' => $releaseFile === false ? null : \trim($releaseFile),
-        'release_dir' => $liveDir,
-        'realpath_cache_current' => $cached === null ? null : [
-            'realpath' => $cached['realpath'] ?? null,
-            'expires_in' => isset($cached['expires']) ? (int) $cached['expires'] - \time() : null,
-            'stale' => ($cached['realpath'] ?? null) !== $real,
-        ],
-        'layout' => $layout,
-        'opcache' => opcache_report($roots, $probeRoots, $liveDir, $real),
-        'writable' => $w,
-        'writable_dirs' => $wDetail,
-        'time' => \microtime(true),
-    ]);
-}
-
-\header('Content-Type: application/json');
-\header('Cache-Control: no-store');
-$action = (string) ($_GET['action'] ?? '');
-$deploy = \rtrim((string) ($_GET['deploy_path'] ?? ''), '/');
-$out = ['nonce' => (string) ($_GET['nonce'] ?? ''), 'action' => $action];
-switch ($action) {
-    case 'ping':
-        $out += ['pong' => true, 'pid' => \getmypid()];
-        break;
-    case 'status':
-        $out += status($deploy);
-        break;
-    case 'reset':
-        $pending = \function_exists('opcache_get_status') ? (\opcache_get_status(false)['restart_pending'] ?? null) : null;
-        $out += [
-            'pid' => \getmypid(),
-            'restart_pending_before' => $pending,
-            'opcache_reset' => \function_exists('opcache_reset') ? \opcache_reset() : null,
-        ];
-        break;
-    default:
-        \http_response_code(400);
-        $out['error'] = 'unknown probe action';
-}
-$out['warnings'] = $GLOBALS['fpmctl_warnings'];
-echo \json_encode($out, JSON_UNESCAPED_SLASHES | JSON_INVALID_UTF8_SUBSTITUTE | JSON_PARTIAL_OUTPUT_ON_ERROR);
-PHP;
-
-// ---------------------------------------------------------------------------------------------
-// FastCGI client
-// ---------------------------------------------------------------------------------------------
-
-function fcgi_record(int $type, string $content): string
-{
-    $len = strlen($content);
-    $pad = (8 - $len % 8) % 8;   // align records to 8 bytes, as the spec recommends
-    return pack('CCnnCC', FCGI_VERSION_1, $type, FCGI_REQUEST_ID, $len, $pad, 0) . $content . str_repeat("\0", $pad);
-}
-
-/** A stream (PARAMS/STDIN): content split into <=65535-byte records, then the empty terminator. */
-function fcgi_stream(int $type, string $content): string
-{
-    $out = '';
-    foreach (str_split($content, 65535) as $chunk) {
-        if ($chunk !== '') {
-            $out .= fcgi_record($type, $chunk);
-        }
-    }
-    return $out . fcgi_record($type, '');
-}
-
-function fcgi_name_value(string $name, string $value): string
-{
-    $enc = static fn (int $n): string => $n < 128 ? chr($n) : pack('N', $n | 0x80000000);
-    return $enc(strlen($name)) . $enc(strlen($value)) . $name . $value;
-}
-
-function classify_connect_error(string $socket, int $errno, string $errstr): PoolError
-{
-    $s = strtolower($errstr);
-    [$kind, $hint] = match (true) {
-        str_contains($s, 'no such file') => ['no_socket', 'no such socket: is php-fpm running, and is this the pool\'s `listen` path?'],
-        str_contains($s, 'refused') => ['refused', 'connection refused: the socket file exists but no FPM master listens on it (stopped or crashed?)'],
-        str_contains($s, 'permission denied') => ['socket_permission', 'permission denied on the socket: the deploy user needs to be listen.owner or in listen.group (listen.mode)'],
-        str_contains($s, 'timed out') => ['timeout', 'timed out connecting to the socket'],
-        default => ['connect', 'cannot connect to the socket'],
-    };
-    return new PoolError(sprintf('%s (%s: %s, errno %d)', $hint, $socket, $errstr, $errno), $kind);
-}
-
-/**
- * One FastCGI responder request. Returns status/headers/body/stderr. Throws PoolError on
- * connect/IO/protocol problems; HTTP-level errors are left to the caller.
- *
- * @param array<string,string> $params
- * @return array{status:int, headers:array<string,string>, body:string, stderr:string, app_status:int, elapsed_ms:float}
- */
-function fcgi_request(string $socket, array $params, float $timeout): array
-{
-    $t0 = microtime(true);
-    $deadline = $t0 + $timeout;
-    $address = str_starts_with($socket, 'tcp://') ? $socket : 'unix://' . $socket;
-    $errno = 0;
-    $errstr = '';
-    // @: the failure is reported through $errno/$errstr as JSON, not as a PHP warning.
-    $fp = @stream_socket_client($address, $errno, $errstr, $timeout);
-    if ($fp === false) {
-        throw classify_connect_error($socket, $errno, $errstr);
-    }
-    try {
-        $pairs = '';
-        foreach ($params as $k => $v) {
-            $pairs .= fcgi_name_value((string) $k, (string) $v);
-        }
-        // flags=0: the server closes the connection after the request (no keep-alive to manage).
-        $msg = fcgi_record(FCGI_BEGIN_REQUEST, pack('nCx5', FCGI_RESPONDER, 0))
-            . fcgi_stream(FCGI_PARAMS, $pairs)
-            . fcgi_stream(FCGI_STDIN, '');
-        $sent = 0;
-        while ($sent < strlen($msg)) {
-            set_timeout($fp, $deadline, $socket);
-            $n = @fwrite($fp, substr($msg, $sent));
-            if ($n === false || $n === 0) {
-                throw new PoolError("write to $socket failed: the pool closed the connection", 'io');
-            }
-            $sent += $n;
-        }
-
-        $buf = $stdout = $stderr = '';
-        $appStatus = null;
-        while ($appStatus === null) {
-            set_timeout($fp, $deadline, $socket);
-            $chunk = @fread($fp, 65536);
-            if ($chunk === false || $chunk === '') {
-                if (stream_get_meta_data($fp)['timed_out']) {
-                    throw new PoolError(sprintf('no complete answer from %s within %.1f s (all workers busy or stuck?)', $socket, $timeout), 'timeout');
-                }
-                if (feof($fp)) {
-                    throw new PoolError("the pool closed the connection before FCGI_END_REQUEST ($socket); worker crashed? see the FPM error log", 'closed',
-                        ['stderr' => $stderr]);
-                }
-                continue;
-            }
-            $buf .= $chunk;
-            while (strlen($buf) >= 8) {
-                $h = unpack('Cversion/Ctype/nid/nlen/Cpad', $buf);
-                $total = 8 + $h['len'] + $h['pad'];
-                if (strlen($buf) < $total) {
-                    break;
-                }
-                $content = substr($buf, 8, $h['len']);
-                $buf = substr($buf, $total);
-                if ($h['type'] === FCGI_STDOUT) {
-                    $stdout .= $content;
-                } elseif ($h['type'] === FCGI_STDERR) {
-                    $stderr .= $content;
-                } elseif ($h['type'] === FCGI_END_REQUEST) {
-                    $end = unpack('NappStatus/CprotocolStatus', $content);
-                    if ($end['protocolStatus'] !== 0) {
-                        throw new PoolError(sprintf('the pool refused the request: %s',
-                            FCGI_PROTOCOL_STATUS[$end['protocolStatus']] ?? (string) $end['protocolStatus']), 'protocol');
-                    }
-                    $appStatus = $end['appStatus'];
-                    break;
-                }
-                // Other record types (e.g. FCGI_UNKNOWN_TYPE) carry nothing we need.
-            }
-        }
-    } finally {
-        fclose($fp);
-    }
-
-    // CGI response: headers, blank line, body. "Status:" sets the HTTP status (default 200).
-    $sep = strpos($stdout, "\r\n\r\n");
-    $sepLen = 4;
-    if ($sep === false) {
-        $sep = strpos($stdout, "\n\n");
-        $sepLen = 2;
-    }
-    $headerBlock = $sep === false ? $stdout : substr($stdout, 0, $sep);
-    $body = $sep === false ? '' : substr($stdout, $sep + $sepLen);
-    $headers = [];
-    foreach (preg_split('/\r?\n/', $headerBlock) ?: [] as $line) {
-        if (str_contains($line, ':')) {
-            [$k, $v] = explode(':', $line, 2);
-            $headers[strtolower(trim($k))] = trim($v);
-        }
-    }
-    $status = 200;
-    if (isset($headers['status']) && preg_match('/^(\d{3})/', $headers['status'], $m)) {
-        $status = (int) $m[1];
-    }
-    return [
-        'status' => $status, 'headers' => $headers, 'body' => $body, 'stderr' => $stderr,
-        'app_status' => $appStatus, 'elapsed_ms' => round((microtime(true) - $t0) * 1000, 1),
-    ];
-}
-
-/** Apply what is left of the overall deadline as the stream's read/write timeout. */
-function set_timeout($fp, float $deadline, string $socket): void
-{
-    $left = $deadline - microtime(true);
-    if ($left <= 0) {
-        throw new PoolError("timed out talking to $socket", 'timeout');
-    }
-    stream_set_timeout($fp, (int) $left, (int) (($left - (int) $left) * 1e6));
-}
-
-/** FastCGI params for a GET of $script, shaped like nginx's fastcgi_params. */
-function cgi_params(string $script, string $query): array
-{
-    $name = '/' . basename($script);
-    return [
-        'GATEWAY_INTERFACE' => 'CGI/1.1',
-        'SERVER_SOFTWARE' => 'fpmctl',
-        'SERVER_PROTOCOL' => 'HTTP/1.1',
-        'SERVER_NAME' => 'localhost',
-        'SERVER_ADDR' => '127.0.0.1',
-        'SERVER_PORT' => '80',
-        'HTTP_HOST' => 'localhost',
-        'REMOTE_ADDR' => '127.0.0.1',
-        'REMOTE_PORT' => '0',
-        'REQUEST_METHOD' => 'GET',
-        'REQUEST_SCHEME' => 'http',
-        'SCRIPT_FILENAME' => $script,
-        'SCRIPT_NAME' => $name,
-        'DOCUMENT_URI' => $name,
-        'REQUEST_URI' => $name . ($query === '' ? '' : '?' . $query),
-        'DOCUMENT_ROOT' => dirname($script),
-        'QUERY_STRING' => $query,
-        'CONTENT_TYPE' => '',
-        'CONTENT_LENGTH' => '',
-    ];
-}
-
-/** Turn a non-200 answer into a PoolError, naming the usual cause. */
-function check_http(array $res, string $script): void
-{
-    if ($res['status'] === 200) {
-        return;
-    }
-    $stderr = trim($res['stderr']);
-    $body = substr($res['body'], 0, BODY_EXCERPT);
-    if (str_contains($stderr, 'Primary script unknown') || str_contains($stderr, 'Unable to open primary script')
-        || ($res['status'] === 403 && str_contains($body, 'Access denied'))) {
-        throw new PoolError(sprintf('the pool could not read %s (FPM: %s, HTTP %d): the pool user must be able to traverse every '
-            . 'directory above it and read it; FPM may also see another filesystem (systemd PrivateTmp, chroot). Use --probe-dir '
-            . 'in a directory the pool user can read.', $script, $stderr !== '' ? $stderr : trim($body), $res['status']),
-            'script_unreadable', ['status' => $res['status'], 'body' => $body, 'stderr' => $stderr]);
-    }
-    throw new PoolError(sprintf('the pool answered HTTP %d for %s: %s%s', $res['status'], $script, $body,
-        $stderr === '' ? '' : ' (stderr: ' . substr($stderr, 0, BODY_EXCERPT) . ')'),
-        'http_status', ['status' => $res['status'], 'body' => $body, 'stderr' => $stderr]);
+    return $code;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -614,7 +131,8 @@ final class Probe
                 . ' (the deploy user must be able to write --probe-dir)', 'probe_write');
         }
         $this->path = $path;   // from here on remove() owns it, whatever happens next
-        $ok = fwrite($fh, PROBE_CODE) === strlen(PROBE_CODE);
+        $code = probe_code();
+        $ok = fwrite($fh, $code) === strlen($code);
         fclose($fh);
         // 0644 whatever the deploy user's umask: the pool user must read it.
         if (!$ok || !chmod($path, 0644)) {
@@ -670,11 +188,11 @@ final class Ctl
     }
 
     /** Run the probe in the pool and return its decoded JSON. */
-    public function probe(string $action, ?float $timeout = null): array
+    public function probe(string $action, ?float $timeout = null, array $extra = []): array
     {
         $script = $this->probe->path();
         $nonce = bin2hex(random_bytes(8));
-        $query = http_build_query(['action' => $action, 'deploy_path' => (string) $this->deployPath, 'nonce' => $nonce]);
+        $query = http_build_query(['action' => $action, 'deploy_path' => (string) $this->deployPath, 'nonce' => $nonce] + $extra);
         $res = fcgi_request($this->socket, cgi_params($script, $query), $timeout ?? $this->timeout);
         check_http($res, $script);
         $data = json_decode($res['body'], true);
@@ -692,9 +210,10 @@ final class Ctl
         return $data;
     }
 
-    public function status(): array
+    /** $logTail: also the last N bytes of the pool's PHP error log (`--log-tail=N`). */
+    public function status(int $logTail = 0): array
     {
-        return ['ok' => true] + $this->probe('status');
+        return ['ok' => true] + $this->probe('status', null, $logTail > 0 ? ['log_tail' => $logTail] : []);
     }
 
     /**
@@ -844,7 +363,7 @@ function counters(array $status): array
 // ---------------------------------------------------------------------------------------------
 
 const ACTIONS = ['status', 'reset', 'ping', 'wait', 'request', 'verify'];
-const FLAGS = ['socket', 'deploy-path', 'probe-dir', 'timeout', 'ping-path', 'script', 'query', 'release'];
+const FLAGS = ['socket', 'deploy-path', 'probe-dir', 'timeout', 'ping-path', 'script', 'query', 'release', 'log-tail'];
 
 /** @return array{0:string, 1:array<string,string>} */
 function parse_args(array $argv): array
@@ -868,6 +387,16 @@ function parse_args(array $argv): array
     return [$action, $opts];
 }
 
+/** `--log-tail=BYTES` (status): a whole number, at most 1 MiB. */
+function log_tail(array $o): int
+{
+    $v = $o['log-tail'] ?? '0';
+    if (!preg_match('/^\d{1,7}$/', $v) || (int) $v > 1048576) {
+        throw new UsageError("--log-tail must be a number of bytes (0-1048576), got '$v'");
+    }
+    return (int) $v;
+}
+
 function build(string $action, array $o): Ctl
 {
     $socket = $o['socket'] ?? '';
@@ -881,6 +410,7 @@ function build(string $action, array $o): Ctl
         }
         $timeout = (float) $o['timeout'];
     }
+    log_tail($o);   // validated here, with the other usage errors
     $needsDeploy = in_array($action, ['status', 'reset', 'verify'], true)
         || (in_array($action, ['ping', 'wait'], true) && ($o['ping-path'] ?? '') === '');
     $deploy = isset($o['deploy-path']) && $o['deploy-path'] !== '' ? rtrim($o['deploy-path'], '/') : null;
@@ -937,7 +467,7 @@ function main(array $argv): int
     }
     try {
         $out = match ($action) {
-            'status' => $ctl->status(),
+            'status' => $ctl->status(log_tail($o)),
             'verify' => $ctl->verify($o['release'] ?? ''),
             'reset' => $ctl->reset(),
             'ping' => $ctl->ping($o['ping-path'] ?? ''),

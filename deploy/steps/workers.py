@@ -14,8 +14,7 @@ release it runs: healing runs, then the host is rolled back, and since this kind
 rollback, the workers are restarted and proven on the old release too.
 """
 
-from .. import remote
-from ..commands import Raw
+from .. import workers
 from . import LIVE, Kind
 
 KIND = Kind("workers", order=95, phase=LIVE, on_rollback=True, healable=True,
@@ -24,32 +23,20 @@ KIND = Kind("workers", order=95, phase=LIVE, on_rollback=True, healable=True,
 
 def parse(section):
     return {
-        "expect": section.integer("expect", 1, minimum=0),
+        "expect": section.integer("expect", None, minimum=0),
         "harder": section.boolean("harder", True),
     }
 
 
-def restart(ctx):
-    """The restart command of this host, run in the release being made live."""
-    command = ctx.host.workers.restart
-    if command:
-        return ctx.cmd("cd {} && {}", ctx.release_dir, Raw(command), desc="restart the workers (inventory command)")
-    return ctx.cmd("cd {} && {} artisan queue:restart --no-interaction", ctx.release_dir, ctx.php(),
-                   desc="php artisan queue:restart")
-
-
-def proof(ctx, expect=1, harder=True):
-    """workers.sh: every worker started after the switch and runs the live release."""
-    w = ctx.host.workers
-    args = ["--wait", str(w.timeout), "--expect", str(expect)]
-    if w.processes:
-        args += ["--pattern", w.processes]
-    if harder:
-        args.append("--kill")
-    # Twice the wait (a second round after restarting harder), plus the start of the scan.
-    return remote.run(ctx, "workers.sh", *args, ctx.host.deploy_path, ctx.release_dir, "current",
-                      timeout=2 * w.timeout + 30, desc=f"prove every worker runs {ctx.release}")
+def expected(settings, host):
+    """How many workers must be proven: the step's `expect`, else 1 on a host whose inventory
+    says it has workers (`workers.restart` or `workers.processes`), else 0 (whatever runs is
+    proven; a host without workers passes)."""
+    if settings.get("expect") is not None:
+        return settings["expect"]
+    return 1 if (host.workers.restart or host.workers.processes) else 0
 
 
 def plan(settings, ctx):
-    return [restart(ctx), proof(ctx, settings["expect"], settings["harder"])]
+    return [workers.restart_command(ctx),
+            workers.proof_command(ctx, expect=expected(settings, ctx.host), harder=settings["harder"])]
