@@ -56,7 +56,8 @@ def _target(settings, ctx):
     if not url:
         step = ctx.pipeline.first("precheck")
         raise ConfigError(f"no URL to check for host '{ctx.host.name}' before the switch",
-                          step.file if step else ctx.host.source, step.line if step else None, key="precheck.url",
+                          step.file if step else ctx.host.source, step.line if step else None,
+                          key=f"steps[{ctx.pipeline.steps.index(step)}].precheck.url" if step else "health_url",
                           hint="set health_url on the host (or defaults), or url: on the precheck or verify step")
     parts = urlsplit(url)
     uri = settings["path"] or ((parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
@@ -88,7 +89,8 @@ def plan(settings, ctx):
     if ctx.in_place:
         step = ctx.pipeline.first("precheck")
         raise ConfigError("precheck needs the releases strategy: in place the code is live as soon as sync writes it",
-                          step.file, step.line, key="precheck", hint="drop precheck, or use strategy: releases")
+                          step.file, step.line, key=f"steps[{ctx.pipeline.steps.index(step)}].precheck",
+                          hint="drop precheck, or use strategy: releases")
     _check_order(ctx)
     parts, uri, status, expect = _target(settings, ctx)
     graceful = settings["graceful_reload"] and _reloads_always(ctx)

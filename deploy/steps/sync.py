@@ -56,7 +56,7 @@ def plan(settings, ctx):
         if settings["keep_assets"]:
             step = ctx.pipeline.first("sync")
             raise ConfigError("keep_assets needs the releases strategy: in place the old files are replaced where they are",
-                              step.file, step.line, key="sync.keep_assets",
+                              step.file, step.line, key=f"steps[{ctx.pipeline.steps.index(step)}].sync.keep_assets",
                               hint="drop keep_assets, or use strategy: releases")
         # --checksum --no-times: only changed content is written, and it gets a fresh mtime,
         # so the pool probe can tell which cached scripts went stale.
