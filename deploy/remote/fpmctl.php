@@ -942,7 +942,7 @@ final class Ctl
             if ($res['status'] !== $want) {
                 $out['ok'] = false;
                 $out['reason'] = sprintf('HTTP %d, want %d: %s', $res['status'], $want,
-                    $gist . ($res['stderr'] === '' ? '' : ' (stderr: ' . substr(trim($res['stderr']), 0, BODY_EXCERPT) . ')'));
+                    $gist . ($res['stderr'] === '' ? '' : ' (stderr: ' . body_gist($res['stderr']) . ')'));
                 $out['exit'] = EXIT_CHECK_FAILED;
             } elseif ($text !== '' && !str_contains($res['body'], $text)) {
                 $out['ok'] = false;
