@@ -26,6 +26,11 @@ Operations, per round and configuration (all on both hosts at once, `--host lab`
 Unmeasured deploys in between keep every rollback target clean (a rollback refuses a release
 whose files changed since it was verified).
 
+Then each moment of a deploy alone, on one host at full speed (wrk without pauses, 8
+connections): N switches of current between two releases (rename of a symlink), N in-pool
+OPCache resets (fpmctl.php reset), N reloads (SIGUSR2 to the master, 1 s apart) with
+process_control_timeout = 0 and with 10s.
+
     .venv/bin/python bench/load.py                       # 3 rounds, prints the table
     .venv/bin/python bench/load.py --rounds 5 --write    # also docs/benchmark.md
 
@@ -41,6 +46,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -212,6 +218,51 @@ class Bench:
         # A clean release last: the next round's rollback goes back to it.
         self.fab(pipeline, "deploy", "--release", f"{rel}c")
 
+    def components(self, n):
+        """Each moment alone, under a closed-loop load on lab1: what drops requests?"""
+        h = self.hosts[0]
+        root = Path(h["deploy_path"])
+        releases = sorted((p.name for p in (root / "releases").iterdir() if (p / "RELEASE").exists()),
+                          key=lambda r: (root / "releases" / r / "RELEASE").stat().st_mtime)[-2:]
+        live = os.readlink(root / "current")
+        fpmctl = [shutil.which("php"), str(root / ".deploy" / "bin" / "fpmctl.php"), "reset",
+                  f"--socket={h['socket']}", f"--deploy-path={root}"]
+
+        def switch():
+            for i in range(n):
+                tmp = root / ".current.bench"
+                os.symlink(f"releases/{releases[i % 2]}", tmp)
+                os.replace(tmp, root / "current")
+                time.sleep(0.05)
+
+        def reset():
+            for _ in range(n):
+                r = subprocess.run(fpmctl, capture_output=True, text=True, timeout=30)
+                if r.returncode != 0:
+                    raise BenchError(f"fpmctl reset failed: {r.stdout}{r.stderr}")
+                time.sleep(0.3)
+
+        def reload():
+            for _ in range(n):
+                pid = int(Path(h["fpm_pid_file"]).read_text().split()[0])
+                os.kill(pid, signal.SIGUSR2)   # what `systemctl reload php8.2-fpm` sends
+                time.sleep(1.0)
+
+        out = {}
+        for name, action, pct in [("switch of current", switch, 10), ("OPCache reset in the pool", reset, 10),
+                                  ("reload, process_control_timeout = 0", reload, 0),
+                                  ("reload, process_control_timeout = 10s", reload, 10)]:
+            self.pools(pct)
+            log(f"components: {name} x{n}")
+            with Load(h["health_url"], rate=0, connections=8) as load:
+                action()
+                time.sleep(0.5)
+            out[name] = load.result
+        tmp = root / ".current.bench"
+        os.symlink(live, tmp)
+        os.replace(tmp, root / "current")
+        return out
+
     def run(self):
         lab.down(self.args.root, purge=True)
         self.hosts = lab.up(HOSTS, root=self.args.root, inventory=str(self.inventory), ssh_base=self.args.ssh_base,
@@ -225,7 +276,7 @@ class Bench:
                 log(f"round {rnd}: {name}")
                 rows = results.setdefault(name, {op: [] for op in OPERATIONS})
                 self.round(key, self.pipelines[pipe], pct, rnd, rows)
-        return results
+        return results, self.components(self.args.events)
 
 
 def summary(runs):
@@ -254,6 +305,20 @@ def machine_info():
         "load_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "wrk": subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()[0:1],
     }
+
+
+def component_table(components, args):
+    lines = [
+        "",
+        f"Each moment alone, on one host, wrk without pauses (8 connections), {args.events} events each:",
+        "",
+        "| moment | events | requests sent | failed | p50 latency | p99 latency |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in components.items():
+        failed = f"**{r.failed}**" + (f" ({r.non_2xx} non-2xx, {r.socket_errors} no answer)" if r.failed else "")
+        lines.append(f"| {name} | {args.events} | {r.requests} | {failed} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms |")
+    return "\n".join(lines)
 
 
 def table(results, info, args):
@@ -293,6 +358,7 @@ def write_doc(text):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--events", type=int, default=20, help="switches, resets and reloads in the moments table")
     p.add_argument("--root", default="/srv/labload")
     p.add_argument("--ssh-base", type=int, default=2660)
     p.add_argument("--http-base", type=int, default=8660)
@@ -317,9 +383,9 @@ def main(argv=None):
     lab.ensure_packages()
     info = machine_info()
     work = Path(tempfile.mkdtemp(prefix="deploy-bench-load-"))
-    code, results = 0, None
+    code, results, components = 0, None, None
     try:
-        results = Bench(args, work).run()
+        results, components = Bench(args, work).run()
     except BenchError as exc:
         print(f"\nbench-load FAILED: {exc}", file=sys.stderr)
         code = 1
@@ -336,13 +402,14 @@ def main(argv=None):
     if code:
         return code
     info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = table(results, info, args)
+    text = table(results, info, args) + "\n" + component_table(components, args)
     print()
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps({name: {op: [[r.__dict__ for r in run] for run in runs]
-                                                      for op, runs in ops.items()} for name, ops in results.items()},
-                                              indent=1))
+        Path(args.json).write_text(json.dumps({
+            "operations": {name: {op: [[r.__dict__ for r in run] for run in runs] for op, runs in ops.items()}
+                           for name, ops in results.items()},
+            "moments": {name: r.__dict__ for name, r in components.items()}}, indent=1))
     if args.write:
         write_doc(text)
     return 0

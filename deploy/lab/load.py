@@ -83,7 +83,8 @@ class Load:
     """wrk against `url` for as long as the `with` block runs (at most `max_seconds`).
 
     rate: requests per second asked for (approximate: each of the `connections` pauses
-    connections/rate seconds before each request, plus the request's own latency).
+    connections/rate seconds before each request, plus the request's own latency); 0: no
+    pauses, as fast as the server answers.
     timeout: seconds before wrk counts a request as timed out (an error).
     """
 
