@@ -33,6 +33,7 @@ process_control_timeout = 0 and with 10s.
 
     .venv/bin/python bench/load.py                       # 3 rounds, prints the table
     .venv/bin/python bench/load.py --rounds 5 --write    # also docs/benchmark.md
+    .venv/bin/python bench/load.py --table-from FILE     # the tables of a --json file, no run
 
 Must run as root (the lab does). Everything is stopped and removed at the end, also on
 failure or Ctrl-C.
@@ -60,7 +61,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
 from deploy import lab  # noqa: E402
-from deploy.lab.load import Load  # noqa: E402
+from deploy.lab.load import Load, LoadResult  # noqa: E402
 
 FAB = PROJECT / ".venv" / "bin" / "fab"
 DOC = PROJECT / "docs" / "benchmark.md"
@@ -279,6 +280,21 @@ class Bench:
         return results, self.components(self.args.events)
 
 
+def breakdown(results):
+    """What the failed requests got: '3 x HTTP 502, 1 no answer (read)'."""
+    codes, errors = {}, {}
+    for r in results:
+        for status, n in r.statuses.items():
+            if not 200 <= status < 300:
+                codes[status] = codes.get(status, 0) + n
+        for kind, n in r.errors.items():
+            if n:
+                errors[kind] = errors.get(kind, 0) + n
+    parts = [f"{n} x HTTP {status}" for status, n in sorted(codes.items())]
+    parts += [f"{n} no answer ({kind})" for kind, n in sorted(errors.items())]
+    return ", ".join(parts)
+
+
 def summary(runs):
     """One operation of one configuration: every host's load of every run."""
     flat = [r for run in runs for r in run]
@@ -293,6 +309,7 @@ def summary(runs):
         "p99_ms": statistics.median(r.p99_ms for r in flat),
         "p99_max_ms": max(r.p99_ms for r in flat),
         "per_run_failed": [sum(r.failed for r in run) for run in runs],
+        "breakdown": breakdown(flat),
     }
 
 
@@ -316,7 +333,7 @@ def component_table(components, args):
         "|---|---:|---:|---:|---:|---:|",
     ]
     for name, r in components.items():
-        failed = f"**{r.failed}**" + (f" ({r.non_2xx} non-2xx, {r.socket_errors} no answer)" if r.failed else "")
+        failed = f"**{r.failed}**" + (f" ({breakdown([r])})" if r.failed else "")
         lines.append(f"| {name} | {args.events} | {r.requests} | {failed} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms |")
     return "\n".join(lines)
 
@@ -334,10 +351,7 @@ def table(results, info, args):
     for name, _, _, _ in CONFIGS:
         for op in OPERATIONS:
             s = summary(results[name][op])
-            failed = f"**{s['failed']}**"
-            if s["failed"]:
-                parts = [f"{s['non_2xx']} non-2xx"] + ([f"{s['no_answer']} no answer"] if s["no_answer"] else [])
-                failed += f" ({', '.join(parts)})"
+            failed = f"**{s['failed']}**" + (f" ({s['breakdown']})" if s["failed"] else "")
             lines.append(f"| {name} | {op} | {s['runs']} | {s['requests']} | {failed} | {s['runs_with_failures']} of "
                          f"{s['runs']} | {s['p50_ms']:.1f} ms | {s['p99_ms']:.1f} / {s['p99_max_ms']:.1f} ms |")
     lines.append("")
@@ -365,7 +379,11 @@ def main(argv=None):
     p.add_argument("--write", action="store_true", help=f"write the table into {DOC.relative_to(PROJECT)}")
     p.add_argument("--json", help="also write every run's counts to this file")
     p.add_argument("--keep-work", action="store_true", help="keep the temp dir (fab output of every command)")
+    p.add_argument("--table-from", metavar="FILE", help="no run: print (and --write) the tables of a --json file")
     args = p.parse_args(argv)
+    if args.table_from:
+        results, components, info, args.rounds, args.events = from_json(Path(args.table_from).read_text())
+        return report(results, components, info, args)
     if os.geteuid() != 0:
         print("bench-load: must run as root (the sandbox hosts need it)", file=sys.stderr)
         return 2
@@ -386,7 +404,7 @@ def main(argv=None):
     code, results, components = 0, None, None
     try:
         results, components = Bench(args, work).run()
-    except BenchError as exc:
+    except (BenchError, lab.LabError) as exc:
         print(f"\nbench-load FAILED: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
@@ -402,17 +420,38 @@ def main(argv=None):
     if code:
         return code
     info["load_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    if args.json:
+        Path(args.json).write_text(to_json(results, components, info, args))
+    return report(results, components, info, args)
+
+
+def report(results, components, info, args):
     text = table(results, info, args) + "\n" + component_table(components, args)
     print()
     print(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps({
-            "operations": {name: {op: [[r.__dict__ for r in run] for run in runs] for op, runs in ops.items()}
-                           for name, ops in results.items()},
-            "moments": {name: r.__dict__ for name, r in components.items()}}, indent=1))
     if args.write:
         write_doc(text)
     return 0
+
+
+def to_json(results, components, info, args):
+    return json.dumps({
+        "info": info, "rounds": args.rounds, "events": args.events,
+        "operations": {name: {op: [[r.__dict__ for r in run] for run in runs] for op, runs in ops.items()}
+                       for name, ops in results.items()},
+        "moments": {name: r.__dict__ for name, r in components.items()}}, indent=1)
+
+
+def from_json(text):
+    data = json.loads(text)
+
+    def result(d):
+        return LoadResult(**{**d, "statuses": {int(k): v for k, v in d["statuses"].items()}})
+
+    results = {name: {op: [[result(r) for r in run] for run in runs] for op, runs in ops.items()}
+               for name, ops in data["operations"].items()}
+    components = {name: result(r) for name, r in data["moments"].items()}
+    return results, components, data["info"], data["rounds"], data["events"]
 
 
 if __name__ == "__main__":
