@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 HOSTS ?= 3
 
-.PHONY: demo test unit bench deps venv lab-up lab-down clean
+.PHONY: demo test unit bench bench-load deps venv lab-up lab-down clean
 
 $(BIN)/fab: pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -54,6 +54,11 @@ BENCH_LABEL ?= latest
 BENCH_ARGS ?=
 bench: deps
 	$(BIN)/python bench/bench.py --write --label $(BENCH_LABEL) $(BENCH_ARGS)
+
+# Failed requests under load during deploy, rollback and heal, before and after (docs/benchmark.md).
+bench-load: deps
+	$(BIN)/python bench/load.py
+bench: bench-load
 
 clean: lab-down
 	rm -rf $(VENV) *.egg-info

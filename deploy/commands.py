@@ -99,6 +99,7 @@ class Command:
     capture: str | None = None  # the executor keeps this command's output under that name
     timeout: int | None = None  # seconds; None: the host's command_timeout
     gate: bool = False          # the switch of current: runs only on the executor's "go" (executor.py)
+    hold: bool = False          # waits for the fleet's "go" like a gate, but switches nothing
     signal: str | None = None   # the executor reports this name and the exit code when it ends
     cut_on_stop: bool = True    # a first Ctrl-C may cut it before the switch (not a migration)
 

@@ -83,7 +83,7 @@ def batch_script(commands):
     framed by markers; the script stops at the first command whose exit code is not accepted."""
     parts = ["printf '\\036P %s\\n' \"$$\""]
     for n, cmd in enumerate(commands):
-        if getattr(cmd, "gate", False):
+        if cmd.gate or cmd.hold:
             parts.append(f"printf '\\036G {n}\\n'; IFS= read -r __go || __go=;"
                          f" [ \"$__go\" = go ] || {{ printf '\\036X {n}\\n'; exit 0; }}")
         ok = "|".join(str(c) for c in cmd.ok_codes)
@@ -104,8 +104,8 @@ class _Watch:
         self.deadline = None
         self.timed_out = None     # index of the command that ran past its timeout
         self.gate = None          # "go" / "stop": the answer given at a gate, if any
-        self.waiting = False      # the script waits at a gate for an answer not given yet
-        self.gated = any(getattr(c, "gate", False) for _, _, c in items)
+        self.waiting = None       # the command whose gate waits for an answer not given yet
+        self.gated = any(c.gate for _, _, c in items)
         self.cut = None           # why the session was cut by a signal
 
     def output(self, chunk):
@@ -132,7 +132,7 @@ class _Watch:
                 if cmd.signal and self.runner.on_signal:
                     self.runner.on_signal(cmd.signal, int(m.group(3)))
             elif tag == "G":
-                self.waiting = True
+                self.waiting = n
                 reply = self._answer()
         return reply
 
@@ -143,9 +143,11 @@ class _Watch:
         answer = "stop" if stop else (self.runner.gate_hook() if self.runner.gate_hook else "go")
         if answer is None:
             return None
-        self.waiting = False
-        self.gate = answer
-        self.runner.gates.append(answer)
+        if self.items[self.waiting][2].gate:
+            # Only the switch's answer tells whether current may have moved.
+            self.gate = answer
+            self.runner.gates.append(answer)
+        self.waiting = None
         return answer + "\n"
 
     def tick(self):
@@ -155,7 +157,7 @@ class _Watch:
         self.cut = self._cut() if self.interruptible else None
         if self.cut:
             return False
-        if self.waiting:
+        if self.waiting is not None:
             return self._answer()
         return True
 
@@ -292,7 +294,7 @@ class Runner:
         t0 = time.monotonic()
         try:
             session = self.transport.run(batch_script(commands), on_output=watch.output, tick=watch.tick,
-                                         keep_stdin=any(getattr(c, "gate", False) for c in commands))
+                                         keep_stdin=any(c.gate or c.hold for c in commands))
         except SessionLost as exc:
             self._record_batch(planned, results, items, exc.output, t0, watch, unfinished=str(exc))
             raise

@@ -3,6 +3,7 @@
 The dry run prints exactly these; the executor runs exactly these. Nothing here touches a host.
 """
 
+import dataclasses
 import getpass
 import json
 import os
@@ -125,12 +126,20 @@ def deploy(host, pipeline, release, operator, primary=None):
     primary: the host that runs the once-per-fleet steps (migrate); None: this one."""
     ctx = StepContext(host=host, pipeline=pipeline, release=release)
     steps = [locks.take(ctx, operator), prepare(ctx)]
+    waiting = False   # a host that does not run the once-per-fleet step goes on past it only after it ran
     for step in pipeline.steps:
         if step.spec.once_per_fleet and primary not in (None, host.name):
             steps.append(PlannedStep(step.name, step.kind, [], step.where,
                                      notes=[f"runs once per deploy, on {primary}: not on this host"]))
+            waiting = True
             continue
-        steps.append(PlannedStep(step.name, step.kind, step.module.plan(step.settings, ctx), step.where))
+        commands = step.module.plan(step.settings, ctx)
+        notes = []
+        if waiting and commands and not commands[0].gate:
+            commands = [dataclasses.replace(commands[0], hold=True)] + commands[1:]
+            notes = [f"waits until the migration on {primary} ended"]
+        waiting = waiting and not commands
+        steps.append(PlannedStep(step.name, step.kind, commands, step.where, notes=notes))
     steps.append(PlannedStep("finalize", "finalize", [
         prune(ctx),
         *([] if ctx.in_place else [remote.run(ctx, "manifest.sh", "record", host.deploy_path, release,

@@ -105,10 +105,10 @@ def live_context(host, pipeline, ev):
     return StepContext(host, pipeline, health.live(ev) or "-")
 
 
-def step_plan(kind, host, pipeline, ev):
+def step_plan(kind, host, pipeline, ev, **override):
     """A pipeline step's own plan for the live release: the pipeline's settings for that kind,
-    or the kind's defaults."""
-    return KINDS[kind].plan(health.step_settings(pipeline, kind), live_context(host, pipeline, ev))
+    or the kind's defaults (with `override` on top)."""
+    return KINDS[kind].plan({**health.step_settings(pipeline, kind), **override}, live_context(host, pipeline, ev))
 
 
 def plan_remedy(key, host, pipeline, ev, release=None):
@@ -145,7 +145,8 @@ def plan_remedy(key, host, pipeline, ev, release=None):
         return _file_cache(host, pipeline, ev) + step_plan("opcache_reset", host, pipeline, ev), None
     if key == "fpm_reload":
         try:
-            commands = step_plan("fpm_reload", host, pipeline, ev)
+            # A remedy that chose a reload reloads: not the pipeline's `when: needed` test again.
+            commands = step_plan("fpm_reload", host, pipeline, ev, when="always")
         except ConfigError:
             return None, "the inventory has no fpm.reload command for this host"
         return _file_cache(host, pipeline, ev) + commands, None

@@ -14,8 +14,8 @@ def load(tmp_path, text):
 
 def test_shipped_pipeline_is_a_correct_default_order():
     p = pipeline.load(PROJECT / "playbooks" / "laravel.yml")
-    assert [s.kind for s in p.steps] == ["sync", "shared", "ownership", "composer", "artisan", "migrate", "activate",
-                                          "opcache_reset", "fpm_reload", "verify", "workers"]
+    assert [s.kind for s in p.steps] == ["sync", "shared", "ownership", "composer", "artisan", "migrate", "precheck",
+                                          "activate", "opcache_reset", "fpm_reload", "verify", "workers"]
     assert p.steps[4].settings["commands"] == ["config:cache", "route:cache", "view:cache", "event:cache"]
     assert p.source == str(PROJECT / "sample-app")
 

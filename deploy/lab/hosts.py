@@ -66,6 +66,7 @@ PACKAGES = [
     "curl",
     "sudo",  # for hosts whose deploy user is not root (sudo -n for setfacl and the FPM reload)
     "chromium",  # headless, for the tests of the HTML report (tests/test_htmlreport_lab.py)
+    "wrk",  # the HTTP load of the zero-downtime tests and bench/load.py (deploy/lab/load.py)
     # the app stack (services.py) and what the sample app needs from it
     "mariadb-server",
     "mariadb-client",
@@ -88,6 +89,7 @@ BINARIES = {
     "/usr/bin/redis-server": "redis-server",
     "/usr/bin/supervisord": "supervisor",
     "composer": "composer",
+    "wrk": "wrk",
 }
 
 START_TIMEOUT = 10.0
@@ -104,6 +106,9 @@ DEFAULT_POOL = {
     "validate_timestamps": 0,
     "revalidate_freq": 2,
     "opcache_file_cache": None,  # a directory, or None for no file cache
+    # [global] process_control_timeout, seconds: how long a reload (SIGUSR2) lets requests in
+    # flight finish. FPM's default, 0, kills them (nginx answers 502): set as a real host should be.
+    "process_control_timeout": 10,
     "directives": {},  # raw extra pool lines: {"php_admin_value[opcache.jit]": "off"}
 }
 
@@ -529,6 +534,7 @@ def _fpm_config(h: dict) -> str:
         f"pid = {h['fpm_pid_file']}",
         f"error_log = {h['fpm_log']}",
         "daemonize = yes",
+        f"process_control_timeout = {int(pool.get('process_control_timeout', DEFAULT_POOL['process_control_timeout']))}s",
         "",
         f"[{h['name']}]",
         f"user = {WEB_USER}",
@@ -1163,6 +1169,7 @@ def fpm_restart(name: str, root: str = DEFAULT_ROOT, **pool_overrides) -> dict:
 
     Overrides (kept for later restarts/up of this host until down):
       validate_timestamps=0|1, revalidate_freq=N, opcache_enable=0|1, max_children=N,
+      process_control_timeout=N (seconds; 0: a reload kills the requests in flight),
       opcache_file_cache="/dir" (None to remove; created owned by www-data),
       directives={"php_admin_value[opcache.jit]": "off", ...} (raw pool lines),
       defaults=True to go back to up()'s defaults first.

@@ -30,8 +30,17 @@
  *   verify   --release=ID: exit 0 when the pool executes release ID (releases layout: the dir
  *            current resolves to; in place: the RELEASE file) and no cached script of the live
  *            code changed on disk after it was cached; else exit 1 with a one-line "reason".
- *   request  diagnostic: one GET for an arbitrary --script=PATH (as nginx would send it), prints
- *            status, headers and body. Needs no --deploy-path.
+ *   request  one GET for an arbitrary --script=PATH (as nginx would send it), prints status,
+ *            headers and body. Needs no --deploy-path. With --document-root, --uri and --host the
+ *            params are those nginx sends for that URL through a front controller (SCRIPT_NAME
+ *            relative to the root, REQUEST_URI and QUERY_STRING from the URI, HTTP_HOST,
+ *            SERVER_NAME, SERVER_PORT; --https=1 for an https URL). With --expect-status (and
+ *            optionally --expect-body=TEXT) it is a check: exit 0 when the answer has that status
+ *            and its body contains TEXT, 1 with a one-line "reason" when not.
+ *   graceful exit 0 when a graceful reload (SIGUSR2) lets the requests in flight finish: the
+ *            pool's master has process_control_timeout > 0 in the [global] section of the config
+ *            it runs (its process title names it); 1 when it is 0, the default, with which a
+ *            reload kills them (nginx answers 502). Unknown (config unreadable): exit 0, "checked": false.
  *
  * Flags:
  *   --socket=PATH        the pool's `listen` (unix socket path, or tcp://host:port). Required.
@@ -42,6 +51,12 @@
  *   --timeout=SECONDS    per request for status/reset/ping/request; total for wait. Default 5.
  *   --ping-path=URI      ping/wait: use the pool's ping.path instead of a probe file.
  *   --script=PATH        request: the SCRIPT_FILENAME to execute. --query=STRING optional.
+ *   --document-root=DIR  request: DOCUMENT_ROOT (default: the script's dir); SCRIPT_NAME is the
+ *                        script's path below it.
+ *   --uri=URI            request: REQUEST_URI, path and query (QUERY_STRING is its query).
+ *   --host=HOST[:PORT]   request: HTTP_HOST; SERVER_NAME and SERVER_PORT from it.
+ *   --https=1            request: HTTPS=on, REQUEST_SCHEME=https (default port 443).
+ *   --expect-status=N    request: check the status (see request above); --expect-body=TEXT too.
  *   --log-tail=BYTES     status: include the last BYTES (at most 1 MiB) of the pool's error log.
  *
  * Exit codes:
@@ -334,11 +349,34 @@ final class Ctl
         }
     }
 
-    public function request(string $script, string $query): array
+    /** @param array<string,string> $o the CLI flags (document-root, uri, host, https, expect-status, expect-body) */
+    public function request(string $script, string $query, array $o = []): array
     {
-        $res = fcgi_request($this->socket, cgi_params($script, $query), $this->timeout);
+        $res = fcgi_request($this->socket, request_params($script, $query, $o), $this->timeout);
         $out = ['ok' => $res['status'] === 200, 'status' => $res['status'], 'headers' => $res['headers'],
             'body' => $res['body'], 'stderr' => $res['stderr'], 'elapsed_ms' => $res['elapsed_ms']];
+        if (isset($o['expect-status'])) {
+            // A check: the pool answered; whether it answered as expected is exit 0 or 1.
+            $want = (int) $o['expect-status'];
+            $text = $o['expect-body'] ?? '';
+            $excerpt = trim(substr($res['body'], 0, BODY_EXCERPT));
+            $out['body'] = $excerpt;
+            $gist = body_gist($res['body']);
+            if ($res['status'] !== $want) {
+                $out['ok'] = false;
+                $out['reason'] = sprintf('HTTP %d, want %d: %s', $res['status'], $want,
+                    $gist . ($res['stderr'] === '' ? '' : ' (stderr: ' . body_gist($res['stderr']) . ')'));
+                $out['exit'] = EXIT_CHECK_FAILED;
+            } elseif ($text !== '' && !str_contains($res['body'], $text)) {
+                $out['ok'] = false;
+                $out['reason'] = sprintf("HTTP %d but the body does not contain '%s': %s", $res['status'], $text, $gist);
+                $out['exit'] = EXIT_CHECK_FAILED;
+            } else {
+                $out['ok'] = true;
+                $out['reason'] = sprintf('HTTP %d', $res['status']) . ($text === '' ? '' : " with '$text' in the body");
+            }
+            return $out;
+        }
         try {
             check_http($res, $script);
         } catch (PoolError $e) {
@@ -346,6 +384,72 @@ final class Ctl
         }
         return $out;
     }
+
+    /** graceful: would a reload let the requests in flight finish? (the master's process_control_timeout) */
+    public function graceful(): array
+    {
+        $m = $this->probe('master');
+        $out = ['master_pid' => $m['master_pid'] ?? null, 'config' => $m['config'] ?? null,
+            'process_control_timeout' => $m['process_control_timeout'] ?? null];
+        if ($out['process_control_timeout'] === null) {
+            return ['ok' => true, 'checked' => false, 'reason' => 'not checked: ' . ($m['error'] ?? 'unknown')] + $out;
+        }
+        if ($out['process_control_timeout'] === 0) {
+            return ['ok' => false, 'checked' => true, 'exit' => EXIT_CHECK_FAILED,
+                'reason' => 'process_control_timeout is 0 in ' . $out['config'] . ': a reload of PHP-FPM kills the requests '
+                    . 'in flight (nginx answers 502); set process_control_timeout = 10s in its [global] section'] + $out;
+        }
+        return ['ok' => true, 'checked' => true, 'reason' => sprintf('process_control_timeout = %d s in %s: a reload lets '
+            . 'requests in flight finish', $out['process_control_timeout'], $out['config'])] + $out;
+    }
+}
+
+/**
+ * The params nginx sends for a URL served by a front controller (try_files ... /index.php?$query_string):
+ * cgi_params() with DOCUMENT_ROOT, SCRIPT_NAME, REQUEST_URI, QUERY_STRING, HTTP_HOST, SERVER_NAME,
+ * SERVER_PORT and HTTPS as given. Without those flags: cgi_params() as it is.
+ */
+function request_params(string $script, string $query, array $o): array
+{
+    $p = cgi_params($script, $query);
+    $root = rtrim($o['document-root'] ?? '', '/');
+    if ($root !== '') {
+        $name = substr($script, strlen($root));
+        $p['DOCUMENT_ROOT'] = $root;
+        $p['SCRIPT_NAME'] = $p['DOCUMENT_URI'] = $name;
+        $p['REQUEST_URI'] = $name . ($query === '' ? '' : '?' . $query);
+    }
+    $https = ($o['https'] ?? '') === '1';
+    if ($https) {
+        $p['HTTPS'] = 'on';
+        $p['REQUEST_SCHEME'] = 'https';
+        $p['SERVER_PORT'] = '443';
+    }
+    if (($o['uri'] ?? '') !== '') {
+        $p['REQUEST_URI'] = $o['uri'];
+        $q = strpos($o['uri'], '?');
+        $p['QUERY_STRING'] = $q === false ? '' : substr($o['uri'], $q + 1);
+    }
+    if (($o['host'] ?? '') !== '') {
+        $p['HTTP_HOST'] = $o['host'];
+        if (preg_match('/^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/', $o['host'], $m)) {
+            $p['SERVER_NAME'] = trim($m[1], '[]');
+            if (isset($m[2])) {
+                $p['SERVER_PORT'] = $m[2];
+            }
+        }
+    }
+    return $p;
+}
+
+/** A body in one short line for a reason: an HTML page's <title>, else its start. */
+function body_gist(string $body): string
+{
+    if (preg_match('#<title[^>]*>(.*?)</title>#is', $body, $m)) {
+        return 'page titled "' . trim(preg_replace('/\s+/', ' ', html_entity_decode($m[1]))) . '"';
+    }
+    $text = trim((string) preg_replace('/\s+/', ' ', substr($body, 0, 200)));
+    return $text === '' ? 'empty body' : $text;
 }
 
 /** The counters that show whether a restart happened (the before/after of `reset`). */
@@ -362,8 +466,9 @@ function counters(array $status): array
 // CLI
 // ---------------------------------------------------------------------------------------------
 
-const ACTIONS = ['status', 'reset', 'ping', 'wait', 'request', 'verify'];
-const FLAGS = ['socket', 'deploy-path', 'probe-dir', 'timeout', 'ping-path', 'script', 'query', 'release', 'log-tail'];
+const ACTIONS = ['status', 'reset', 'ping', 'wait', 'request', 'verify', 'graceful'];
+const FLAGS = ['socket', 'deploy-path', 'probe-dir', 'timeout', 'ping-path', 'script', 'query', 'release', 'log-tail',
+    'document-root', 'uri', 'host', 'https', 'expect-status', 'expect-body'];
 
 /** @return array{0:string, 1:array<string,string>} */
 function parse_args(array $argv): array
@@ -371,7 +476,8 @@ function parse_args(array $argv): array
     $args = array_slice($argv, 1);
     if ($args === [] || in_array($args[0], ['-h', '--help', 'help'], true)) {
         throw new UsageError('usage: php fpmctl.php ' . implode('|', ACTIONS)
-            . ' --socket=PATH --deploy-path=DIR [--probe-dir=DIR] [--timeout=SECONDS] [--ping-path=URI] [--script=PATH] [--query=STRING]');
+            . ' --socket=PATH --deploy-path=DIR [--probe-dir=DIR] [--timeout=SECONDS] [--ping-path=URI] [--script=PATH] [--query=STRING]'
+            . ' [--document-root=DIR] [--uri=URI] [--host=HOST] [--https=0|1] [--expect-status=N] [--expect-body=TEXT]');
     }
     $action = array_shift($args);
     if (!in_array($action, ACTIONS, true)) {
@@ -411,7 +517,7 @@ function build(string $action, array $o): Ctl
         $timeout = (float) $o['timeout'];
     }
     log_tail($o);   // validated here, with the other usage errors
-    $needsDeploy = in_array($action, ['status', 'reset', 'verify'], true)
+    $needsDeploy = in_array($action, ['status', 'reset', 'verify', 'graceful'], true)
         || (in_array($action, ['ping', 'wait'], true) && ($o['ping-path'] ?? '') === '');
     $deploy = isset($o['deploy-path']) && $o['deploy-path'] !== '' ? rtrim($o['deploy-path'], '/') : null;
     if ($needsDeploy) {
@@ -428,6 +534,18 @@ function build(string $action, array $o): Ctl
     }
     if ($action === 'request' && ($o['script'] ?? '') === '') {
         throw new UsageError('request needs --script=PATH (absolute SCRIPT_FILENAME)');
+    }
+    if (($o['document-root'] ?? '') !== '' && !str_starts_with($o['script'] ?? '', rtrim($o['document-root'], '/') . '/')) {
+        throw new UsageError("--script must be under --document-root (got '" . ($o['script'] ?? '') . "' and '{$o['document-root']}')");
+    }
+    if (($o['uri'] ?? '') !== '' && $o['uri'][0] !== '/') {
+        throw new UsageError("--uri must start with / (got '{$o['uri']}')");
+    }
+    if (isset($o['expect-status']) && !preg_match('/^[1-5]\d\d$/', $o['expect-status'])) {
+        throw new UsageError("--expect-status must be an HTTP status code, got '{$o['expect-status']}'");
+    }
+    if (isset($o['https']) && !in_array($o['https'], ['0', '1'], true)) {
+        throw new UsageError("--https must be 0 or 1, got '{$o['https']}'");
     }
     return new Ctl($socket, $deploy, new Probe($probeDir), $timeout);
 }
@@ -472,7 +590,8 @@ function main(array $argv): int
             'reset' => $ctl->reset(),
             'ping' => $ctl->ping($o['ping-path'] ?? ''),
             'wait' => $ctl->wait($o['ping-path'] ?? ''),
-            'request' => $ctl->request($o['script'], $o['query'] ?? ''),
+            'request' => $ctl->request($o['script'], $o['query'] ?? '', $o),
+            'graceful' => $ctl->graceful(),
         };
         $code = $out['exit'] ?? EXIT_OK;
         unset($out['exit']);

@@ -324,6 +324,51 @@ function status(string $deploy, int $logTail = 0): array
     ]);
 }
 
+/** Seconds of an FPM time value: 10, 10s, 1m, 1h, 1d. Null when it is not one. */
+function fpm_seconds(string $v): ?int
+{
+    if (!\preg_match('/^(\d+)\s*([smhd]?)$/i', \trim($v, " \t\"'"), $m)) {
+        return null;
+    }
+    return (int) $m[1] * ['' => 1, 's' => 1, 'm' => 60, 'h' => 3600, 'd' => 86400][\strtolower($m[2])];
+}
+
+/**
+ * The pool's master (this worker's parent): its config file, from its process title
+ * ("php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)"), and the process_control_timeout
+ * of that file's [global] section (FPM's default: 0, a reload then kills running requests).
+ */
+function master_info(): array
+{
+    $ppid = \function_exists('posix_getppid') ? \posix_getppid() : null;
+    $r = ['master_pid' => $ppid, 'config' => null, 'process_control_timeout' => null, 'error' => null];
+    $title = $ppid === null ? false : @\file_get_contents("/proc/$ppid/cmdline");
+    if ($title === false || !\preg_match('/master process \((.+)\)/', $title, $m)) {
+        $r['error'] = 'cannot read the master\'s process title (/proc/' . $ppid . '/cmdline)';
+        return $r;
+    }
+    $r['config'] = $m[1];
+    $lines = @\file($m[1], FILE_IGNORE_NEW_LINES);
+    if ($lines === false) {
+        $r['error'] = 'cannot read ' . $m[1] . ' as the pool user: ' . (last_warning() ?? '');
+        return $r;
+    }
+    $section = 'global';
+    $value = '0';
+    foreach ($lines as $line) {
+        if (\preg_match('/^\s*\[(.+)\]\s*$/', $line, $sm)) {
+            $section = \trim($sm[1]);
+        } elseif ($section === 'global' && \preg_match('/^\s*process_control_timeout\s*=\s*(.*?)\s*$/', $line, $vm)) {
+            $value = \trim((string) \preg_replace('/\s*;.*$/', '', $vm[1]));
+        }
+    }
+    $r['process_control_timeout'] = fpm_seconds($value);
+    if ($r['process_control_timeout'] === null) {
+        $r['error'] = "unreadable process_control_timeout value '$value' in " . $m[1];
+    }
+    return $r;
+}
+
 \header('Content-Type: application/json');
 \header('Cache-Control: no-store');
 $action = (string) ($_GET['action'] ?? '');
@@ -335,6 +380,9 @@ switch ($action) {
         break;
     case 'status':
         $out += status($deploy, \max(0, \min(1048576, (int) ($_GET['log_tail'] ?? 0))));
+        break;
+    case 'master':
+        $out += master_info();
         break;
     case 'reset':
         $pending = \function_exists('opcache_get_status') ? (\opcache_get_status(false)['restart_pending'] ?? null) : null;

@@ -4,7 +4,10 @@ import shlex
 import sys
 from pathlib import Path
 
+from .. import remote
+from ..errors import ConfigError
 from . import BUILD, Kind
+from ._paths import relative_paths
 
 KIND = Kind("sync", order=10, phase=BUILD, ships_code=True,
             summary="copy the code into a new release dir, sending only changed files")
@@ -19,7 +22,9 @@ DEFAULT_EXCLUDE = [".git", "node_modules", "/.env", "/storage/logs/*.log"]
 
 def parse(section):
     excludes = section.string_list("exclude", DEFAULT_EXCLUDE)
-    return {"exclude": excludes}
+    # keep_assets: built files of the live release that the new one lacks are hard-linked into
+    # it, so pages rendered just before the switch still load them (deploy/remote/keep_assets.sh).
+    return {"exclude": excludes, "keep_assets": relative_paths(section, "keep_assets", [])}
 
 
 RSH = Path(__file__).resolve().parent.parent / "rsh.py"
@@ -48,6 +53,11 @@ def plan(settings, ctx):
     source = ctx.pipeline.source.rstrip("/") + "/"
     excludes = ALWAYS_EXCLUDE + list(settings["exclude"])
     if ctx.in_place:
+        if settings["keep_assets"]:
+            step = ctx.pipeline.first("sync")
+            raise ConfigError("keep_assets needs the releases strategy: in place the old files are replaced where they are",
+                              step.file, step.line, key=f"steps[{ctx.pipeline.steps.index(step)}].sync.keep_assets",
+                              hint="drop keep_assets, or use strategy: releases")
         # --checksum --no-times: only changed content is written, and it gets a fresh mtime,
         # so the pool probe can tell which cached scripts went stale.
         built_here = COMPOSER_PROTECT if any(s.kind == "composer" for s in ctx.pipeline.steps) else []
@@ -69,4 +79,8 @@ def plan(settings, ctx):
     args = [ctx.paths.current + "/", *excludes, ssh_command(host), source, remote_spec(host, ctx.release_dir)]
     # RELEASE is written by activate, when the build is complete: a release dir without it is
     # an abandoned build that rollback must never pick.
-    return [ctx.cmd(template, *args, local=True, desc="send the code, hard-linking unchanged files")]
+    commands = [ctx.cmd(template, *args, local=True, desc="send the code, hard-linking unchanged files")]
+    if settings["keep_assets"]:
+        commands.append(remote.run(ctx, "keep_assets.sh", host.deploy_path, ctx.release, *settings["keep_assets"],
+                                   desc="keep the live release's assets that the new one lacks"))
+    return commands
