@@ -16,6 +16,7 @@ groups() checks that each member's commands are the first member's with its valu
 import hashlib
 import json
 import os
+import re
 import secrets
 import shlex
 import subprocess
@@ -192,11 +193,15 @@ def _placeholder(field):
 
 
 def _normalize(lines, values, fields):
+    """Each host value (longest first, as a whole word: `web1` is not part of `web10`) -> its
+    placeholder."""
     pairs = sorted(((values[f], f) for f in fields if values[f]), key=lambda p: -len(p[0]))
+    patterns = [(re.compile(r"(?<![A-Za-z0-9_])" + re.escape(v) + r"(?![A-Za-z0-9_])"), _placeholder(f))
+                for v, f in pairs]
     out = []
     for line in lines:
-        for value, field in pairs:
-            line = line.replace(value, _placeholder(field))
+        for pattern, placeholder in patterns:
+            line = pattern.sub(lambda m: placeholder, line)
         out.append(line)
     return out
 
@@ -373,15 +378,16 @@ def differences(doc, now, limit=5):
         if mine is None:
             out.append(f"{host}: not in the rebuilt plan")
             continue
-        a = [(s["name"], s["kind"], c["local"], c["command"]) for s in steps for c in s["commands"]]
-        b = [(s["name"], s["kind"], c["local"], c["command"]) for s in mine for c in s["commands"]]
+        a = [(s["name"], i, c["local"], c["command"]) for s in steps for i, c in enumerate(s["commands"], 1)]
+        b = [(s["name"], i, c["local"], c["command"]) for s in mine for i, c in enumerate(s["commands"], 1)]
         if [(s["name"], s["kind"]) for s in steps] != [(s["name"], s["kind"]) for s in mine]:
             out.append(f"{host}: the steps differ: saved {', '.join(s['name'] for s in steps)}; "
                        f"now {', '.join(s['name'] for s in mine)}")
         elif a != b:
-            for i, (x, y) in enumerate(zip(a, b)):
+            for x, y in zip(a, b):
                 if x != y:
-                    out.append(f"{host}: step {x[0]}, command {i + 1} differs:\n    saved: {x[3][:400]}\n    now:   {y[3][:400]}")
+                    saved, built = _around_difference(x[3], y[3])
+                    out.append(f"{host}: step {x[0]}, command {x[1]} differs:\n    saved: {saved}\n    now:   {built}")
                     break
             else:
                 out.append(f"{host}: {len(a)} commands saved, {len(b)} now")
@@ -389,6 +395,17 @@ def differences(doc, now, limit=5):
             out.append("... (only the first differences are shown)")
             break
     return out
+
+
+def _around_difference(a, b, before=60, after=140):
+    """Both texts from a little before their first differing character."""
+    k = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    start = max(0, k - before)
+
+    def cut(text):
+        piece = text[start:k + after]
+        return ("..." if start else "") + piece + ("..." if len(text) > k + after else "")
+    return cut(a), cut(b)
 
 
 def _short(value):

@@ -189,8 +189,8 @@ class Reporter:
             _plan_host(out, h, verbose)
             if members.get(h["host"]) and not verbose:
                 names = members[h["host"]]
-                print(f"# host {_names(names)}: the same commands as {h['host']}, each with its own "
-                      + ", ".join(doc["differ_in"]), file=out)
+                print(f"# host {_names(names)}: the same commands as {h['host']}, with their own values of "
+                      + ", ".join(doc["differ_in"]) + ":", file=out)
                 self.console.print(plan_values_table(doc, [h["host"]] + names, hosts))
             print(file=out, flush=True)
 
@@ -256,7 +256,7 @@ def _names(names, limit=8):
     names = list(names)
     if len(names) <= limit:
         return ", ".join(names)
-    return ", ".join(names[:limit - 2]) + f", ... {names[-1]} ({len(names)} hosts)"
+    return ", ".join(names[:max(1, limit - 2)]) + f" ... {names[-1]} ({len(names)} hosts)"
 
 
 def plan_header(doc):
@@ -299,8 +299,8 @@ def plan_header(doc):
     row("", f"serial {serial}; at most {fleet['parallel']} host(s) at a time")
     scope = "every finished batch's deployed hosts roll back" if fleet["rollback_all"] else \
         "that batch's deployed hosts roll back"
-    row("max_fail", f"{fleet['max_fail']} per batch: with more failed hosts in a batch, no further batch starts and "
-                    f"{scope}; a failed host handles itself (below)")
+    row("max_fail", f"{fleet['max_fail']} per batch: a batch with more failed hosts stops the rollout (no further "
+                    f"batch starts) and {scope}")
     for i, text in enumerate(doc["on_failure"]):
         lines.append(f"  {'on failure' if i == 0 else '':<11}{text}")
     for i, text in enumerate(doc["notify"]):
@@ -332,7 +332,7 @@ def plan_steps_table(doc):
     table.add_column("what it does", overflow="fold")
     for h in heads:
         names = members[h["host"]]
-        table.add_column(h["host"] if len(names) == 1 else f"{h['host']} +{len(names) - 1}", justify="right")
+        table.add_column(_names(names, limit=3), justify="right")
     rows = {}
     for h in heads:
         for s in h["steps"]:
