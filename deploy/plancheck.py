@@ -278,8 +278,24 @@ def dry_run_command(steps, host, ctx, live):
     args = list(cmd.args)
     if not ctx.in_place and live:
         args[-1] = sync_step.remote_spec(host, ctx.paths.current)
-    return replace(cmd, template="rsync --dry-run --itemize-changes " + cmd.template[len("rsync "):],
-                   args=tuple(args), capture="dry_run", desc="rsync dry run of the sync step against the live release")
+    # The live release also holds what later steps put there on the host (shared storage/ and
+    # .env as links, composer's vendor/): not code the source changes, so left out of the
+    # comparison (excluded paths are also safe from --delete). In place they are excluded already.
+    extra = [] if ctx.in_place else built_on_host(ctx.pipeline)
+    return replace(cmd, template="rsync --dry-run --itemize-changes" + " --exclude={}" * len(extra) + " "
+                   + cmd.template[len("rsync "):], args=tuple(extra + args), capture="dry_run",
+                   desc="rsync dry run of the sync step against the live release")
+
+
+def built_on_host(pipe):
+    """Paths of a release that the steps after sync make on the host, as rsync excludes."""
+    out = []
+    shared = pipe.first("shared")
+    if shared is not None:
+        out += ["/" + p.strip("/") for p in shared.settings["dirs"] + shared.settings["files"]]
+    if pipe.first("composer") is not None:
+        out += sync_step.COMPOSER_PROTECT
+    return out
 
 
 def itemized(output, against):
@@ -306,6 +322,7 @@ def itemized(output, against):
             changes.append({"change": "+", "path": name})
         else:
             changes.append({"change": "~", "path": name})
+    changes.sort(key=lambda c: c["path"])
     count = {k: sum(1 for c in changes if c["change"] == k) for k in "+~-"}
     return {"against": against, "added": count["+"], "modified": count["~"], "deleted": count["-"],
             "total": len(changes), "attributes_only": attrs, "list": changes}

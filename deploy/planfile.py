@@ -247,7 +247,8 @@ def fleet_doc(hosts, pipe, serial=None, max_fail=None, parallel=None, rollback_a
     names = [h.name for h in hosts]
     batches = fleet_mod.batches(names, serial)
     par = max(1, min(parallel or pipe.parallel or fleet_mod.DEFAULT_PARALLEL, len(hosts) or 1))
-    canary = len(batches) > 1 and len(batches[0]) < len(batches[1])
+    # A canary: a first batch that goes alone before batches at least as big.
+    canary = len(batches) > 1 and len(batches[0]) <= min(len(b) for b in batches[1:])
     return {"hosts": names, "serial": list(serial), "max_fail": max_fail, "parallel": par,
             "rollback_all": bool(rollback_all),
             "batches": [{"number": i, "hosts": b, "max_fail": fleet_mod.threshold(max_fail, len(b)),

@@ -32,13 +32,13 @@ env)
         echo "PATH missing"
         while [ ! -d "$d" ] && [ "$d" != / ]; do d=$(dirname -- "$d"); done
     fi
-    if [ -w "$d" ]; then echo "WRITABLE yes $d"; else echo "WRITABLE no $d"; fi
+    if [ -w "$d" ]; then printf 'WRITABLE yes %s\n' "$d"; else printf 'WRITABLE no %s\n' "$d"; fi
     if [ ! -d "$root/.deploy" ]; then echo "META missing"
     elif [ -w "$root/.deploy" ]; then echo "META yes"
     else echo "META no"; fi
-    if v=$("$php" -r 'echo PHP_VERSION;' 2>/dev/null) && [ -n "$v" ]; then echo "PHP $v"; else echo "PHP missing"; fi
+    if v=$("$php" -r 'echo PHP_VERSION;' 2>/dev/null) && [ -n "$v" ]; then printf 'PHP %s\n' "$v"; else echo "PHP missing"; fi
     v=$(rsync --version 2>/dev/null | head -n 1)
-    if [ -n "$v" ]; then echo "RSYNC $v"; else echo "RSYNC missing"; fi
+    if [ -n "$v" ]; then printf 'RSYNC %s\n' "$v"; else echo "RSYNC missing"; fi
     ;;
 sudo)
     n=$2
@@ -46,7 +46,7 @@ sudo)
     if msg=$(sudo -n -l -- "$@" 2>&1); then
         echo "SUDO $n ok"
     else
-        echo "SUDO $n refused $(printf '%s\n' "$msg" | head -n 1)"
+        printf 'SUDO %s refused %s\n' "$n" "$(printf '%s\n' "$msg" | head -n 1)"
     fi
     ;;
 pool)
@@ -61,7 +61,8 @@ pool)
         out=$(printf '%s' "$text" | "$php" /dev/stdin request --socket="$socket" --script="$script" --timeout=5 2>/dev/null)
         via=inline
     fi
-    echo "POOL $n $via $(printf '%s' "$out" | tr '\n' ' ')"
+    # printf, not echo: dash's echo would turn the JSON's \n escapes into newlines.
+    printf 'POOL %s %s %s\n' "$n" "$via" "$(printf '%s' "$out" | tr '\n' ' ')"
     ;;
 *)
     echo "check.sh: unknown action '$action'" >&2
