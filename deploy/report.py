@@ -213,11 +213,15 @@ class Reporter:
         for problem in check["problems"]:
             print(f"fleet: cannot deploy: {problem}", file=self.stream)
         if files:
+            same = {}   # hosts with the same changes against the same release: listed once
             for h in check["hosts"]:
                 f = h["files"]
-                if not f:
-                    continue
-                print(f"# files on {h['host']} vs {f['against'] or 'nothing live'}: {_file_counts(f)}", file=self.stream)
+                if f:
+                    key = json.dumps([f["against"], f["list"]])
+                    same.setdefault(key, (f, []))[1].append(h["host"])
+            for f, names in same.values():
+                print(f"# files on {_names(names)} vs {f['against'] or 'nothing live'}: {_file_counts(f)}",
+                      file=self.stream)
                 for item in f["list"]:
                     print(f"   {item['change']} {item['path']}", file=self.stream)
         verdict = check["verdict"]
