@@ -3,6 +3,7 @@ tables, plans, JSON reports and JUnit files. Rich is used only in this module.
 """
 
 import json
+import shlex
 import sys
 import threading
 import time
@@ -189,9 +190,11 @@ class Reporter:
             _plan_host(out, h, verbose)
             if members.get(h["host"]) and not verbose:
                 names = members[h["host"]]
-                print(f"# host {_names(names)}: the same commands as {h['host']}, with their own values of "
-                      + ", ".join(doc["differ_in"]) + ":", file=out)
-                self.console.print(plan_values_table(doc, [h["host"]] + names, hosts))
+                fields = [f for f in doc["differ_in"] if f != "host"]
+                print(f"# host {_names(names)}: the same commands as {h['host']}, with their own "
+                      + (", ".join(fields) or "names") + ":", file=out)
+                for line in plan_values(doc, [h["host"]] + names, hosts):
+                    print(line, file=out)
             print(file=out, flush=True)
 
     def plan_check(self, check, files=False):
@@ -346,14 +349,11 @@ def plan_steps_table(doc):
     return table
 
 
-def plan_values_table(doc, names, hosts):
-    table = Table(show_edge=False, box=None, padding=(0, 2, 0, 3))
-    fields = doc["differ_in"]
-    for f in fields:
-        table.add_column(f, overflow="fold")
-    for n in names:
-        table.add_row(*[hosts[n]["values"][f] for f in fields])
-    return table
+def plan_values(doc, names, hosts):
+    """One line per host of a group: its own value of each setting that differs between hosts."""
+    width = max(len(n) for n in names)
+    return [f"   {n:<{width}}  " + "  ".join(f"{f}={shlex.quote(hosts[n]['values'][f])}" for f in doc["differ_in"]
+                                            if f != "host") for n in names]
 
 
 def _plan_host(out, h, verbose):

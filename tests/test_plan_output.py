@@ -112,7 +112,8 @@ def test_alike_hosts_are_shown_once_and_the_claim_is_checked(setup):
     _, text = run_plan(inv, pipe)
     assert text.count("# host web1 (") == 1
     assert "# host web2 (" not in text and "# host web3 (" not in text
-    assert "# host web2, web3: the same commands as web1, with their own values of host, address, deploy_path, health_url:" in text
+    assert "# host web2, web3: the same commands as web1, with their own address, deploy_path, health_url:" in text
+    assert "   web2  address=10.0.0.12  deploy_path=/srv/web2/app  health_url=http://10.0.0.12/up" in text
     # odd has its own env value: not "the same", so shown in full.
     assert "# host odd (root@10.0.0.14:22, /srv/odd/app)" in text
     assert "MODE=odd" in text
