@@ -177,7 +177,7 @@ def _load_plan_inputs(host, inventory, pipeline, source, release, allow_dirty):
 def _document(hosts, pipe, plans, release, operator, inv_path, inv, fleet, flags, digests):
     return planfile.build(release=release, operator=operator, hosts=hosts, plans=plans, pipe=pipe,
                           inventory=(inv_path, inv.files), fleet=fleet, on_failure=_on_failure(pipe),
-                          notify=[line.removeprefix("## ") for line in notify.describe(pipe.notify)],
+                          notify=[line.removeprefix("## notify ") for line in notify.describe(pipe.notify)],
                           flags=flags, digests=digests)
 
 
