@@ -41,7 +41,7 @@ test: deps
 
 unit: venv
 	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/test_inventory.py tests/test_pipeline.py tests/test_plans.py \
-		tests/test_htmlreport.py tests/test_notify.py
+		tests/test_htmlreport.py tests/test_notify.py tests/test_plan_output.py tests/test_ci_docs.py
 
 bench: deps
 	$(BIN)/python bench/bench.py

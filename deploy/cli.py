@@ -104,6 +104,7 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
         # The flags first (no file is read for a bad flag), then the files, then every host's plan.
         host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
         source = cliargs.parse_path("--source", source)
+        gitsource.override_ref(source)  # `--source git:` without a ref: a flag error, before any file
         release = cliargs.parse_release(release)
         parallel = cliargs.parse_count("--parallel", parallel)
         serial = cliargs.parse_serial(serial)
@@ -190,6 +191,7 @@ def plan_cmd(host, inventory=None, pipeline=None, source=None, release=None, ser
     try:
         host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
         source = cliargs.parse_path("--source", source)
+        gitsource.override_ref(source)
         release = cliargs.parse_release(release)
         parallel = cliargs.parse_count("--parallel", parallel)
         serial = cliargs.parse_serial(serial)
