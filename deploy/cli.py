@@ -254,8 +254,12 @@ def deploy_saved(plan_file, dry_run, report, junit, html, reporter, given):
         report, junit, html = (cliargs.parse_output(flag, value) for flag, value in
                                (("--report", report), ("--junit", junit), ("--html", html)))
         doc, digest = planfile.load(plan_file)
-        hosts, pipe, plans, operator, now = _rebuild(doc, plan_file)
-        problems = planfile.stale(doc, now) or planfile.differences(doc, now)
+        try:
+            hosts, pipe, plans, operator, now = _rebuild(doc, plan_file)
+            problems = planfile.stale(doc, now) or planfile.differences(doc, now)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited file
+            raise ConfigError(f"malformed saved plan ({type(exc).__name__}: {exc})", plan_file,
+                              hint="make it again with fab plan --out FILE; never edit a saved plan") from None
         if problems:
             raise ConfigError(f"{plan_file}: the saved plan does not match what it was made from any more, so it is "
                               "not run (nothing was contacted):\n  - " + "\n  - ".join(problems),
@@ -272,7 +276,7 @@ def deploy_saved(plan_file, dry_run, report, junit, html, reporter, given):
     by = doc["planned_by"]
     reporter.message(f"saved plan {plan_file} (sha256 {digest}, run {doc['run']}, made {doc['created']} by "
                      f"{by['user']}@{by['machine']}" + (f", {age}s ago" if age is not None else "")
-                     + "): its inputs are unchanged and its commands are the ones approved")
+                     + "): its inputs are unchanged, and the commands rebuilt from them are the saved ones")
     if dry_run:
         _quietly_piped(lambda: reporter.plan_document(doc))
         return EXIT_OK
