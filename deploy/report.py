@@ -308,8 +308,8 @@ def plan_header(doc):
         "that batch's deployed hosts roll back"
     row("max_fail", f"{fleet['max_fail']} per batch: a batch with more failed hosts stops the rollout (no further "
                     f"batch starts) and {scope}")
-    for i, text in enumerate(doc["on_failure"]):
-        lines.append(f"  {'on failure' if i == 0 else '':<11}{text}")
+    for text in doc["on_failure"]:
+        row("on failure", text)
     for i, text in enumerate(doc["notify"]):
         row("notify" if i == 0 else "", text)
     return lines

@@ -90,7 +90,7 @@ def test_header_names_release_source_playbook_inventory_batches_and_failure(setu
     assert "2: web2, web3, odd  [max_fail 1]" in head
     assert "max_fail   1 per batch" in head
     assert "on failure before activate: the new release is removed" in head
-    assert "after activate: first the health checks run" in head
+    assert "on failure after activate: first the health checks run" in head
     assert "run        not saved" in head
 
 
