@@ -17,16 +17,16 @@ import json
 import re
 import shlex
 from dataclasses import replace
+from datetime import datetime, timezone
 
 from . import fleet as fleet_mod
-from . import locks, remote
+from . import locks, planfile, remote
 from .commands import PlannedStep, Program, Raw, Secret
 from .context import StepContext
 from .operations.state import parse_state
 from .session import HostSession
 from .steps import sync as sync_step
 from .transport import TransportError
-from . import planfile
 
 CHANGES, NO_CHANGES, CANNOT = "changes", "no changes", "cannot deploy"
 EXIT_CODES = {CHANGES: 0, CANNOT: 1, NO_CHANGES: 4}
@@ -37,12 +37,10 @@ _ITEM = re.compile(r"^(\*deleting|[<>ch.][fdLDS][cstpoguax.+? ]{9}) +(.+)$")
 _ANSWERED = ("script_unreadable", "http_status")
 
 
-def run(hosts, pipe, plans, release, parallel, emit=lambda e: None):
+def run(hosts, pipe, plans, release, parallel):
     """Check every host (at most `parallel` at once); returns the check document."""
-    by_name = {h.name: h for h in hosts}
-    fleet = fleet_mod.Fleet(hosts, pipe, None, emit, parallel=parallel)
-    results = fleet.map(lambda h: check_host(by_name[h.name], pipe, plans[h.name], release), hosts)
-    return summarize(results, release)
+    fleet = fleet_mod.Fleet(hosts, pipe, None, lambda e: None, parallel=parallel)
+    return summarize(fleet.map(lambda h: check_host(h, pipe, plans[h.name], release), hosts), release)
 
 
 def summarize(results, release):
@@ -186,7 +184,6 @@ def _went_live(state, live):
         if record.get("release") == live and record.get("state") in ("deployed", "rolled back"):
             return {"since": record.get("time"), "by": record.get("by"), "action": record.get("action")}
     entry = next((r for r in state["releases"] if r["id"] == live), None)
-    from datetime import datetime, timezone
     since = (datetime.fromtimestamp(entry["mtime"], timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
              if entry else None)
     return {"since": since, "by": None, "action": None}

@@ -61,8 +61,8 @@ def setup(tmp_path, monkeypatch):
     return tmp_path, inv, pipe, app
 
 
-def run_plan(inv, pipe, *flags, **kw):
-    out, err = io.StringIO(), io.StringIO()
+def run_plan(inv, pipe, **kw):
+    out = io.StringIO()
     code = cli.plan_cmd("web", str(inv), str(pipe), release="r9", reporter=Reporter(stream=out, live=False), **kw)
     return code, out.getvalue()
 
