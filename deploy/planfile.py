@@ -264,11 +264,15 @@ def build(*, release, operator, hosts, plans, pipe, inventory, fleet, on_failure
     grouped, fields = groups(entries)
     first_of = {name: g[0] for g in grouped for name in g}
     inv_path, inv_files = inventory
-    source = (source_digest(pipe, plans[hosts[0].name]) if digests and hosts else
-              {"kind": "git" if pipe.git else "dir", "path": pipe.source, "sha256": None, "files": None,
-               "commit": pipe.git.commit if pipe.git else _dir_commit(pipe.source)[0],
-               "dirty": bool(pipe.git.dirty) if pipe.git else _dir_commit(pipe.source)[1],
-               "git": pipe.git.as_dict() if pipe.git else None})
+    if digests and hosts:
+        source = source_digest(pipe, plans[hosts[0].name])
+    elif pipe.git is not None:
+        source = {"kind": "git", "path": pipe.source, "sha256": None, "files": None, "commit": pipe.git.commit,
+                  "dirty": bool(pipe.git.dirty), "git": pipe.git.as_dict()}
+    else:
+        commit, dirty = _dir_commit(pipe.source)
+        source = {"kind": "dir", "path": pipe.source, "sha256": None, "files": None, "commit": commit,
+                  "dirty": dirty, "git": None}
     return {
         "format": FORMAT,
         "created": created or datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

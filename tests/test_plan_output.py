@@ -436,3 +436,16 @@ def test_bad_git_source_keys_exit_2_with_file_line_key(repo, tmp_path):
     with pytest.raises(ConfigError) as e:
         pipeline.load(git_pipe(tmp_path, f"source: {{git: main, repo: {tmp_path / 'nope'}}}\n"))
     assert "source.repo" in str(e.value)
+
+
+def test_check_flags_are_checked_before_any_connection(setup, capsys):
+    tmp, inv, pipe, app = setup
+    # --files only means something with --check; --check needs the key and known_hosts files.
+    assert run_plan(inv, pipe, files=True)[0] == 2
+    assert "--files lists the files --check finds" in capsys.readouterr().err
+    assert run_plan(inv, pipe, check=True)[0] == 2
+    err = capsys.readouterr().err
+    assert "/keys/id" in err and "Traceback" not in err
+    out = io.StringIO()
+    assert cli.plan_cmd("web", str(inv), str(pipe), source="git:", reporter=Reporter(stream=out)) == 2
+    assert "empty git ref in --source git:" in capsys.readouterr().err
