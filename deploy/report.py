@@ -179,6 +179,10 @@ class Reporter:
         print(file=out)
         self.console.print(plan_steps_table(doc))
         print(file=out)
+        if doc["notify"]:
+            for text in doc["notify"]:
+                print(f"## notify {text}", file=out)
+            print(file=out)
         hosts = {h["host"]: h for h in doc["hosts"]}
         members = {}
         for h in doc["hosts"]:
@@ -310,8 +314,8 @@ def plan_header(doc):
                     f"batch starts) and {scope}")
     for text in doc["on_failure"]:
         row("on failure", text)
-    for i, text in enumerate(doc["notify"]):
-        row("notify" if i == 0 else "", text)
+    if doc["notify"]:
+        row("notify", ", ".join(text.split(":", 1)[0] for text in doc["notify"]) + " (the ## notify lines below)")
     return lines
 
 

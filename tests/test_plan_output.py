@@ -449,3 +449,14 @@ def test_check_flags_are_checked_before_any_connection(setup, capsys):
     out = io.StringIO()
     assert cli.plan_cmd("web", str(inv), str(pipe), source="git:", reporter=Reporter(stream=out)) == 2
     assert "empty git ref in --source git:" in capsys.readouterr().err
+
+
+def test_webhooks_are_named_in_the_header_and_listed_after_the_steps(setup):
+    tmp, inv, pipe, app = setup
+    pipe.write_text(pipe.read_text().replace("max_fail: 1\n", "max_fail: 1\nnotify:\n  - name: team\n"
+                                             "    url: https://hooks.example.com/x\n"))
+    _, text = run_plan(inv, pipe)
+    assert "  notify     team (the ## notify lines below)" in text
+    table_end, rest = text.split("┘\n", 1)
+    assert rest.lstrip("\n").startswith("## notify team: json to https://hooks.example.com/x on start, success, "
+                                        f"failure, rollback  ({pipe}:5)")
