@@ -281,6 +281,7 @@ def deploy_saved(plan_file, dry_run, report, junit, html, reporter, given):
         _quietly_piped(lambda: reporter.plan_document(doc))
         return EXIT_OK
     fleet = doc["fleet"]
+    reporter.plan_head(doc)
     reporter.message(f"deploying release {doc['release']} to {len(hosts)} host(s): {', '.join(h.name for h in hosts)}")
     return _run_deploy(hosts, pipe, plans, doc["release"], operator, targets, reporter,
                        dict(parallel=fleet["parallel"], serial=fleet["serial"], max_fail=fleet["max_fail"],

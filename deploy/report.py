@@ -201,6 +201,11 @@ class Reporter:
                     print(line, file=out)
             print(file=out, flush=True)
 
+    def plan_head(self, doc):
+        """Only the plan's header: what a deploy from a saved plan says before it starts."""
+        for line in plan_header(doc):
+            print(line, file=self.stream, flush=True)
+
     def plan_check(self, check, files=False):
         """`fab plan --check`: per host what is live, what would change, whether it can deploy."""
         table = Table(title="check (read-only: nothing was written on the hosts)")
@@ -281,8 +286,7 @@ def plan_header(doc):
 
     if doc["run"]:
         by = doc["planned_by"]
-        row("run", f"{doc['run']} (the lock token; saved plans run as planned by {by['user']}@{by['machine']}, "
-                   f"made {doc['created']})")
+        row("run", f"{doc['run']} (the lock token), plan made {doc['created']} by {by['user']}@{by['machine']}")
     else:
         row("run", "not saved (the lock token is this process; fab plan --out FILE saves a plan to deploy)")
     if src["kind"] == "git":
