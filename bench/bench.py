@@ -251,7 +251,8 @@ def plan_bench(n, work_root, repeats=3):
     walls = []
     for r in range(repeats):
         out = work_root / f"plan-{n}-{r}.txt"
-        code, wall, own, _ = run_measured([str(FAB), "plan", "--host", "fleet", "--inventory", str(inv),
+        # --verbose: every host's plan in full (alike hosts are otherwise shown once).
+        code, wall, own, _ = run_measured([str(FAB), "plan", "--verbose", "--host", "fleet", "--inventory", str(inv),
                                            "--release", "plan-bench"], out, timeout=120)
         if code != 0:
             raise BenchError(f"fab plan for {n} hosts exited {code}:\n{tail(out)}")
