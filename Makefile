@@ -44,9 +44,7 @@ test: deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: venv
-	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/test_inventory.py tests/test_pipeline.py tests/test_plans.py \
-		tests/test_htmlreport.py tests/test_notify.py tests/test_health_unit.py tests/test_health_app_unit.py \
-		tests/test_health_parsers.py tests/test_health_gather.py tests/test_remote_scripts.py
+	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/
 
 # The benchmark (docs/benchmark.md): every phase, about 20 minutes; results stored as
 # bench/results/$(BENCH_LABEL).json and written into docs/benchmark.md. Parts: BENCH_ARGS="--phase wan".

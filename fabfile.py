@@ -27,9 +27,9 @@ HOST_HELP = "host, group, or comma-separated list of either (required)"
     "host": HOST_HELP,
     "inventory": "inventory file or directory (default: every hosts/*.yml)",
     "pipeline": "pipeline file (default: playbooks/laravel.yml)",
-    "source": "local app directory to ship (overrides the pipeline's source)",
-    "release": "release id (e.g. a git sha); default: a UTC timestamp",
-    "dry-run": "print the exact plan per host and step; change nothing",
+    "source": "app directory to ship, or git:REF for a commit (overrides the pipeline's source)",
+    "release": "release id (e.g. a git sha); default: a git source's short sha, else a UTC timestamp",
+    "dry-run": "print the plan (as fab plan does); change nothing",
     "parallel": "how many hosts work at once, >= 1 (default: pipeline's parallel, else 10)",
     "serial": "rolling batches, e.g. 1,25%,100% (default: pipeline's serial)",
     "max-fail": "failed hosts a batch tolerates, count or percentage (default: pipeline's max_fail, else 0)",
@@ -37,20 +37,38 @@ HOST_HELP = "host, group, or comma-separated list of either (required)"
     "report": "write a JSON report to this file",
     "junit": "write a JUnit XML file",
     "html": "write a self-contained HTML report (timeline per host and step, states, commands) to this file",
+    "plan": "run this saved plan (from fab plan --out) exactly; refused (exit 2) if any of its inputs changed",
+    "allow-dirty": "git source: ship the commit even if the work tree has uncommitted changes (they are not shipped)",
     "yes": "accepted for scripts; has no effect (the tool never prompts)",
 })
 def deploy(c, host=None, inventory=None, pipeline=None, source=None, release=None, dry_run=False, parallel=None,
-           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, html=None, yes=False):
+           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, html=None, plan=None,
+           allow_dirty=False, yes=False):
     """Deploy a release to hosts: build, switch, reset the pool, verify; roll back on failure."""
     _done(cli.deploy(host, inventory, pipeline, source, release, dry_run, parallel, serial, max_fail,
-                     rollback_all, report, junit, html=html))
+                     rollback_all, report, junit, html=html, plan=plan, allow_dirty=allow_dirty))
 
 
-@task(auto_shortflags=False, help={"host": HOST_HELP, "inventory": "inventory file or directory",
-                                   "pipeline": "pipeline file", "source": "local app directory", "release": "release id"})
-def plan(c, host=None, inventory=None, pipeline=None, source=None, release=None):
-    """Dry run: the exact commands per host and step. Changes nothing, connects to nothing."""
-    _done(cli.deploy(host, inventory, pipeline, source, release, dry_run=True))
+@task(auto_shortflags=False, help={
+    "host": HOST_HELP, "inventory": "inventory file or directory", "pipeline": "pipeline file",
+    "source": "app directory, or git:REF for a commit", "release": "release id (default: git short sha, else a timestamp)",
+    "serial": "rolling batches to plan, e.g. 1,25%,100% (default: pipeline's serial)",
+    "max-fail": "failed hosts a batch tolerates (default: pipeline's max_fail)",
+    "parallel": "hosts at once, >= 1 (default: pipeline's parallel, else 10)",
+    "rollback-all": "plan the wider rollback of fab deploy --rollback-all",
+    "verbose": "every host's exact commands, each with what it does (default: one host per group of alike hosts)",
+    "json": "print the plan as JSON (the saved-plan format), nothing else on stdout",
+    "out": "save the plan to this file, for fab deploy --plan FILE",
+    "check": "connect read-only to each host: live release, files that would change, lock, sudo, pool; "
+             "exit 0 changes, 4 no changes, 1 cannot deploy",
+    "files": "with --check: list every file that would change per host",
+    "allow-dirty": "git source: plan the commit even if the work tree has uncommitted changes"})
+def plan(c, host=None, inventory=None, pipeline=None, source=None, release=None, serial=None, max_fail=None,
+         parallel=None, rollback_all=False, verbose=False, json=False, out=None, check=False, files=False,
+         allow_dirty=False):
+    """Dry run: the plan per host and step. Connects to nothing (--check: read-only connections)."""
+    _done(cli.plan_cmd(host, inventory, pipeline, source, release, serial, max_fail, parallel, rollback_all,
+                       verbose=verbose, as_json=json, out=out, check=check, files=files, allow_dirty=allow_dirty))
 
 
 @task(auto_shortflags=False, help={

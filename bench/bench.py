@@ -295,8 +295,9 @@ def phase_plan(args, ctx):
     walls = []
     for r in range(3):
         out = work / f"plan-{r}.txt"
-        res = run_measured([str(FAB), "plan", "--host", "fleet", "--inventory", str(inv), "--release", "plan-bench",
-                            "--source", str(ctx["source"])], out, timeout=120, cwd=PROJECT)
+        # --verbose: every host's plan in full (alike hosts are otherwise shown once).
+        res = run_measured([str(FAB), "plan", "--verbose", "--host", "fleet", "--inventory", str(inv),
+                            "--release", "plan-bench", "--source", str(ctx["source"])], out, timeout=120, cwd=PROJECT)
         if res["code"] != 0:
             raise BenchError(f"fab plan for {args.plan_hosts} hosts exited {res['code']}:\n{tail(out)}")
         planned = sum(1 for line in out.read_text().splitlines() if line.startswith("# host "))

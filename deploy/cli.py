@@ -1,6 +1,7 @@
 """Command implementations behind the fab tasks: parse arguments, load YAML, call operations,
 hand results to the report layer, return an exit code (docs/commands.md)."""
 
+import dataclasses
 import os
 import sys
 import time
@@ -8,7 +9,7 @@ from pathlib import Path
 
 from . import cliargs
 from . import fleet as fleet_mod
-from . import htmlreport, notify, runinfo
+from . import gitsource, htmlreport, notify, plancheck, planfile, runinfo
 from . import inventory as inventory_mod
 from . import operations as ops
 from . import pipeline as pipeline_mod
@@ -46,60 +47,238 @@ def exit_code(results, ok_states=ops.OK_STATES):
 
 
 def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_run=False, parallel=None,
-           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, reporter=None, html=None):
+           serial=None, max_fail=None, rollback_all=False, report=None, junit=None, reporter=None, html=None,
+           plan=None, allow_dirty=False):
     reporter = reporter or Reporter()
+    if plan is not None:
+        return deploy_saved(plan, dry_run, report, junit, html, reporter,
+                            given={"--host": host, "--inventory": inventory, "--pipeline": pipeline, "--source": source,
+                                   "--release": release, "--parallel": parallel, "--serial": serial,
+                                   "--max-fail": max_fail, "--rollback-all": rollback_all or None,
+                                   "--allow-dirty": allow_dirty or None})
+    if dry_run:
+        try:
+            for flag, value in (("--report", report), ("--junit", junit), ("--html", html)):
+                cliargs.parse_output(flag, value)
+        except ConfigError as exc:
+            reporter.error(str(exc))
+            return EXIT_BAD_INPUT
+        return plan_cmd(host, inventory, pipeline, source, release, serial, max_fail, parallel, rollback_all,
+                        allow_dirty=allow_dirty, reporter=reporter)
     try:
         # The flags first (no file is read for a bad flag), then the files, then every host's plan.
         host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
         source = cliargs.parse_path("--source", source)
+        gitsource.override_ref(source)  # `--source git:` without a ref: a flag error, before any file
         release = cliargs.parse_release(release)
         parallel = cliargs.parse_count("--parallel", parallel)
         serial = cliargs.parse_serial(serial)
         max_fail = cliargs.parse_max_fail(max_fail)
         report, junit, html = (cliargs.parse_output(flag, value) for flag, value in
                                (("--report", report), ("--junit", junit), ("--html", html)))
-        hosts, pipe = load(host, inventory, pipeline, source)
-        release = release or planner.new_release_id()
+        _, _, hosts, pipe, release = _load_plan_inputs(host, inventory, pipeline, source, release, allow_dirty)
         operator = planner.Operator.here()
         # The host that migrates goes first (its batch is the first); every plan names it.
         primary, hosts = fleet_mod.primary(hosts, pipe)
         # Plan every host first: a bad setting for any host stops the run before any SSH.
         plans = {h.name: planner.deploy(h, pipe, release, operator, primary=primary) for h in hosts}
-        targets = [] if dry_run else notify.resolve(pipe.notify)
-        if not dry_run:  # a plan never connects; a deploy needs the key and known_hosts files
-            inventory_mod.check_controller_files(hosts)
+        targets = notify.resolve(pipe.notify)
+        inventory_mod.check_controller_files(hosts)  # a deploy needs the key and known_hosts files
+        if pipe.git is not None:
+            gitsource.export(pipe.git)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
-    if dry_run:
-        try:
-            for h in hosts:
-                reporter.plan(h, plans[h.name], extra=_plan_footer(pipe))
-        except BrokenPipeError:  # `fab plan | head`: the reader has seen enough
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
     reporter.message(f"deploying release {release} to {len(hosts)} host(s): {', '.join(h.name for h in hosts)}")
+    return _run_deploy(hosts, pipe, plans, release, operator, targets, reporter,
+                       dict(parallel=parallel, serial=serial, max_fail=max_fail, rollback_all=rollback_all),
+                       report, junit, html)
+
+
+def _run_deploy(hosts, pipe, plans, release, operator, targets, reporter, fleet_flags, report, junit, html,
+                saved=None):
+    """The rollout of planned hosts, its summary, report and notifications. `saved`: (plan
+    document, its sha256) for a deploy from a saved plan, recorded in the report."""
     run = runinfo.start("deploy", release, pipe, operator, hosts)
+    if pipe.git is not None:
+        run["commit"] = pipe.git.commit
+    run["plan_sha256"] = saved[1] if saved else None
+    run["run"] = operator.run
     notifier = notify.Notifier(targets, reporter, {v for p in plans.values() for s in p for c in s.commands
                                                    for v in c.secrets})
     notifier.send("start", run)
     reporter.start([h.name for h in hosts])
+    primary, _ = fleet_mod.primary(hosts, pipe)   # hosts are in deploy order already
     with Interrupts(reporter) as interrupt:
-        fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=parallel, stop_event=interrupt.stop,
-                                abort_event=interrupt.abort, plans=plans, primary=primary)
+        fleet = fleet_mod.Fleet(hosts, pipe, operator, reporter, parallel=fleet_flags["parallel"],
+                                stop_event=interrupt.stop, abort_event=interrupt.abort, plans=plans, primary=primary)
         try:
-            results = fleet.deploy(release, serial=serial, max_fail=max_fail, rollback_all=rollback_all)
+            results = fleet.deploy(release, serial=fleet_flags["serial"], max_fail=fleet_flags["max_fail"],
+                                   rollback_all=fleet_flags["rollback_all"])
         finally:
             reporter.stop()
     reporter.summary(results, title=f"release {release}")
     code = exit_code(results)
     if interrupt.interrupted and code == EXIT_OK:
         code = EXIT_INTERRUPTED
-    _finish(run, notifier, results, code, report, junit, html, batches=fleet.batch_log)
+    as_planned = None
+    if saved:
+        planned = {h["host"]: [c["command"] for s in h["steps"] for c in s["commands"]] for h in saved[0]["hosts"]}
+        as_planned = {r.host: r.executed == planned.get(r.host) for r in results}
+    _finish(run, notifier, results, code, report, junit, html, batches=fleet.batch_log, as_planned=as_planned)
     return code
 
 
-def _plan_footer(pipe):
+def _load_plan_inputs(host, inventory, pipeline, source, release, allow_dirty):
+    """What a plan is made from: (inventory path, inventory, hosts, pipeline, release id). A git
+    source is resolved to its commit (not exported yet); its short sha is the default id."""
+    inv_path = _path(inventory, DEFAULT_INVENTORY)
+    inv = inventory_mod.load(inv_path)
+    hosts = inv.select(host)
+    pipe = pipeline_mod.load(_path(pipeline, DEFAULT_PIPELINE), source_override=source)
+    if pipe.git is not None:
+        resolved = gitsource.resolve(pipe.git, allow_dirty)
+        pipe = dataclasses.replace(pipe, git=resolved, source=gitsource.export_dir(resolved))
+        release = release or resolved.short
+    return inv_path, inv, hosts, pipe, release or planner.new_release_id()
+
+
+def _document(hosts, pipe, plans, release, operator, inv_path, inv, fleet, flags, digests):
+    return planfile.build(release=release, operator=operator, hosts=hosts, plans=plans, pipe=pipe,
+                          inventory=(inv_path, inv.files), fleet=fleet, on_failure=_on_failure(pipe),
+                          notify=[line.removeprefix("## notify ") for line in notify.describe(pipe.notify)],
+                          flags=flags, digests=digests)
+
+
+def plan_cmd(host, inventory=None, pipeline=None, source=None, release=None, serial=None, max_fail=None,
+             parallel=None, rollback_all=False, verbose=False, as_json=False, out=None, check=False, files=False,
+             allow_dirty=False, reporter=None):
+    """`fab plan` (and `fab deploy --dry-run`): the plan for people, --json for machines, --out
+    to save it for `fab deploy --plan`, --check to ask each host (read-only) what it would change."""
+    reporter = reporter or Reporter()
+    try:
+        host, inventory, pipeline = cliargs.parse_selection(host, inventory, pipeline)
+        source = cliargs.parse_path("--source", source)
+        gitsource.override_ref(source)
+        release = cliargs.parse_release(release)
+        parallel = cliargs.parse_count("--parallel", parallel)
+        serial = cliargs.parse_serial(serial)
+        max_fail = cliargs.parse_max_fail(max_fail)
+        out = cliargs.parse_output("--out", out)
+        if files and not check:
+            raise ConfigError("--files lists the files --check finds", hint="add --check (it connects, read-only)")
+        inv_path, inv, hosts, pipe, release = _load_plan_inputs(host, inventory, pipeline, source, release, allow_dirty)
+        # A plan meant to be run later gets a run id: its lock token, whoever runs it.
+        saved = bool(out or as_json)
+        operator = planner.Operator.here(run=planfile.new_run_id() if saved else None)
+        primary, hosts = fleet_mod.primary(hosts, pipe)
+        plans = {h.name: planner.deploy(h, pipe, release, operator, primary=primary) for h in hosts}
+        fleet = planfile.fleet_doc(hosts, pipe, serial, max_fail, parallel, rollback_all)
+        flags = {"host": host, "inventory": inventory, "pipeline": pipeline, "source": source,
+                 "allow_dirty": bool(allow_dirty)}
+        doc = _document(hosts, pipe, plans, release, operator, inv_path, inv, fleet, flags, digests=saved)
+        if check:  # connects: the files a connection needs, and the source rsync compares
+            inventory_mod.check_controller_files(hosts)
+            if pipe.git is not None:
+                gitsource.export(pipe.git)
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_BAD_INPUT
+    if check:
+        doc["check"] = plancheck.run(hosts, pipe, plans, release, fleet["parallel"])
+    digest = planfile.save(out, doc) if out else None
+
+    def show():
+        if as_json:
+            reporter.message(planfile.encode(doc).decode().rstrip("\n"))
+        else:
+            reporter.plan_document(doc, verbose=verbose)
+            if check:
+                reporter.plan_check(doc["check"], files=files)
+        if out:
+            line = f"saved plan {out} (sha256 {digest}); deploy exactly this: fab deploy --plan {out}"
+            print(line, file=sys.stderr if as_json else reporter.stream, flush=True)
+    _quietly_piped(show)
+    return doc["check"]["exit_code"] if check else EXIT_OK
+
+
+def _quietly_piped(show):
+    try:
+        show()
+    except BrokenPipeError:  # `fab plan | head`: the reader has seen enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def deploy_saved(plan_file, dry_run, report, junit, html, reporter, given):
+    """`fab deploy --plan FILE`: the hosts, release id, run id and commands come from the plan.
+    Its inputs are read again only to be compared; any difference refuses the run (exit 2)
+    before any host is contacted."""
+    try:
+        for flag, value in given.items():
+            if value is not None:
+                raise ConfigError(f"{flag} cannot be used with --plan: the saved plan fixes the hosts, the release, "
+                                  "the source, the batches and every command",
+                                  hint="make a new plan with it (fab plan ... --out FILE), then fab deploy --plan FILE")
+        plan_file = cliargs.nonempty("--plan", plan_file, "pass --plan FILE (written by fab plan --out FILE)")
+        report, junit, html = (cliargs.parse_output(flag, value) for flag, value in
+                               (("--report", report), ("--junit", junit), ("--html", html)))
+        doc, digest = planfile.load(plan_file)
+        try:
+            hosts, pipe, plans, operator, now = _rebuild(doc, plan_file)
+            problems = planfile.stale(doc, now) or planfile.differences(doc, now)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited file
+            raise ConfigError(f"malformed saved plan ({type(exc).__name__}: {exc})", plan_file,
+                              hint="make it again with fab plan --out FILE; never edit a saved plan") from None
+        if problems:
+            raise ConfigError(f"{plan_file}: the saved plan does not match what it was made from any more, so it is "
+                              "not run (nothing was contacted):\n  - " + "\n  - ".join(problems),
+                              hint="make a new plan (fab plan ... --out FILE), review it, and deploy that one")
+        targets = [] if dry_run else notify.resolve(pipe.notify)
+        if not dry_run:
+            inventory_mod.check_controller_files(hosts)
+            if pipe.git is not None:
+                gitsource.export(pipe.git)
+    except ConfigError as exc:
+        reporter.error(str(exc))
+        return EXIT_BAD_INPUT
+    age = planfile.age(doc)
+    by = doc["planned_by"]
+    reporter.message(f"saved plan {plan_file} (sha256 {digest}, run {doc['run']}, made {doc['created']} by "
+                     f"{by['user']}@{by['machine']}" + (f", {age}s ago" if age is not None else "")
+                     + "): its inputs are unchanged, and the commands rebuilt from them are the saved ones")
+    if dry_run:
+        _quietly_piped(lambda: reporter.plan_document(doc))
+        return EXIT_OK
+    fleet = doc["fleet"]
+    reporter.plan_head(doc)
+    reporter.message(f"deploying release {doc['release']} to {len(hosts)} host(s): {', '.join(h.name for h in hosts)}")
+    return _run_deploy(hosts, pipe, plans, doc["release"], operator, targets, reporter,
+                       dict(parallel=fleet["parallel"], serial=fleet["serial"], max_fail=fleet["max_fail"],
+                            rollback_all=fleet["rollback_all"]), report, junit, html, saved=(doc, digest))
+
+
+def _rebuild(doc, plan_file):
+    """The plan again from its inputs as they are now: (hosts, pipeline, plans, operator, document)."""
+    flags = doc["flags"]
+    try:
+        release = planner.check_release_id(doc["release"], flag="the saved plan")
+        inv_path, inv, hosts, pipe, _ = _load_plan_inputs(",".join(doc["fleet"]["hosts"]), flags.get("inventory"),
+                                                          flags.get("pipeline"), flags.get("source"), release,
+                                                          flags.get("allow_dirty", False))
+    except ConfigError as exc:
+        raise ConfigError(f"{plan_file}: the inputs of the saved plan do not load any more (they changed since "
+                          f"the plan was made): {exc}",
+                          hint="make a new plan (fab plan ... --out FILE), review it, and deploy that one") from None
+    by = doc["planned_by"]
+    operator = planner.Operator(user=str(by["user"]), machine=str(by["machine"]), pid=int(by["pid"]), run=doc["run"])
+    primary, hosts = fleet_mod.primary(hosts, pipe)
+    plans = {h.name: planner.deploy(h, pipe, release, operator, primary=primary) for h in hosts}
+    now = _document(hosts, pipe, plans, release, operator, inv_path, inv, doc["fleet"], flags, digests=True)
+    return hosts, pipe, plans, operator, now
+
+
+def _on_failure(pipe):
+    """What a deploy does when a step fails, from the playbook (docs/pipeline.md#when-a-step-fails)."""
     _, _, after = pipe.split()
     again = [s.name for s in after if s.on_rollback]
     if not pipe.resets_pool_after_switch():
@@ -110,19 +289,21 @@ def _plan_footer(pipe):
     back = ("the snapshot taken in prepare is restored" if pipe.strategy == "in-place"
             else "current goes back to the previous release")
     lines = [] if pipe.strategy == "in-place" else [
-        "## on failure before activate: the new release is removed, current is never touched"]
-    lines.append(f"## on failure after {switch}: {heal}{back}, then {', '.join(again)} run for it, "
+        "before activate: the new release is removed, current is never touched"]
+    lines.append(f"after {switch}: {heal}{back}, then {', '.join(again)} run for it, "
                  "and the failed release is marked bad")
-    return "\n".join(lines + notify.describe(pipe.notify))
+    return lines
 
 
-
-
-def _finish(run, notifier, results, code, report=None, junit=None, html=None, batches=()):
+def _finish(run, notifier, results, code, report=None, junit=None, html=None, batches=(), as_planned=None):
     """The end of a run: the report dict (docs/commands.md#json-report), the end notification
-    (its outcome goes into the report), then the files asked for."""
+    (its outcome goes into the report), then the files asked for. `as_planned`: per host, for
+    a deploy from a saved plan, whether exactly the saved commands ran."""
     data = {**run, "exit_code": code, "ended": round(time.time(), 3), "batches": list(batches),
             "hosts": [r.as_dict() for r in results]}
+    if as_planned is not None:
+        for h in data["hosts"]:
+            h["as_planned"] = as_planned.get(h["host"])
     data["notifications"] = notifier.finish(data)
     if report:
         write_json(report, data)

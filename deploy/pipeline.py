@@ -4,9 +4,10 @@ Validation happens before any host is contacted: a bad playbook never half-runs.
 """
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from . import gitsource
 from . import notify as notify_mod
 from . import yamlfile
 from .errors import ConfigError
@@ -58,6 +59,7 @@ class Pipeline:
     lock_stale_after: int = 3600
     notify: list = field(default_factory=list)   # notify.Webhook, docs/pipeline.md#notify
     health: dict = field(default_factory=lambda: {"required_env": ["APP_KEY"]})   # what `fab health` checks
+    git: object = None     # gitsource.GitSource when the source is a git commit (source is then its export)
 
     def split(self):
         """Steps before the switch, the switch (activate), and the steps after it."""
@@ -76,10 +78,7 @@ def load(path, source_override=None):
     path = Path(path)
     data = yamlfile.load(path)
     top = yamlfile.Section(data, path)
-    source = source_override or top.string("source", required=True,
-                                           hint="the local directory of the app to ship (or pass --source DIR)")
-    if source_override:
-        top.seen.add("source")
+    source = _source(top, path, source_override)
     keep = top.integer("keep_releases", 5, minimum=2)
     remediate = top.boolean("remediate", True)
     strategy = top.string("strategy", "releases")
@@ -105,20 +104,10 @@ def load(path, source_override=None):
         line = lines[index] if index < len(lines) else raw_steps.line
         steps.append(_step(item, path, line, index))
     _check_order(steps, path, raw_steps.line)
-    resolved_source = Path(source).expanduser()
-    if not resolved_source.is_absolute():
-        # A relative source is relative to the playbook's project (the dir above playbooks/).
-        base = path.resolve().parent.parent if not source_override else Path.cwd()
-        resolved_source = (base / resolved_source).resolve()
-    if not resolved_source.is_dir():
-        if source_override:
-            raise ConfigError(f"source directory {resolved_source} does not exist (from --source)",
-                              hint="pass the local directory of the app to ship (relative to the current directory)")
-        raise top.error("source", f"source directory {resolved_source} does not exist",
-                        "point source: at the app to ship, relative to the project root, or pass --source DIR")
-    return Pipeline(file=str(path), source=str(resolved_source), keep_releases=keep, steps=steps,
+    source, git = source()
+    return Pipeline(file=str(path), source=source, keep_releases=keep, steps=steps,
                     remediate=remediate, strategy=strategy, serial=serial, max_fail=max_fail, parallel=parallel,
-                    lock_stale_after=lock_stale_after, notify=notify, health=health)
+                    lock_stale_after=lock_stale_after, notify=notify, health=health, git=git)
 
 
 def _health(top):
@@ -132,6 +121,38 @@ def _health(top):
                                 "letters, digits and _, not starting with a digit, e.g. APP_KEY")
     section.done()
     return {"required_env": keys}
+
+
+def _source(top, path, source_override):
+    """`source`: a directory (str), or a git commit (`{git: REF, repo, path}`, or `--source
+    git:REF`). The key is read now; the directory is checked once the steps are (so errors come
+    in file order). Returns a function giving (directory or None, gitsource.GitSource or None):
+    a git source has its directory only once its commit is resolved and exported."""
+    project = path.resolve().parent.parent  # relative sources: from the dir above playbooks/
+    ref = gitsource.override_ref(source_override)
+    if source_override and ref is None:
+        top.seen.add("source")
+        return lambda: (_directory(top, Path(source_override), Path.cwd(), from_flag=True), None)
+    if isinstance(top.data.get("source"), dict):
+        git = gitsource.parse(top.section("source"), project)
+        return lambda: (None, replace(git, ref=ref, origin="--source") if ref else git)
+    source = top.string("source", required=True, hint="the local directory of the app to ship (or pass --source DIR)")
+    if ref:  # --source git:REF on a directory source: that directory, as of the commit
+        return lambda: (None, gitsource.GitSource(repo=_directory(top, Path(source), project), ref=ref, path=None))
+    return lambda: (_directory(top, Path(source), project), None)
+
+
+def _directory(top, source, base, from_flag=False):
+    resolved = source.expanduser()
+    if not resolved.is_absolute():
+        resolved = (base / resolved).resolve()
+    if not resolved.is_dir():
+        if from_flag:
+            raise ConfigError(f"source directory {resolved} does not exist (from --source)",
+                              hint="pass the local directory of the app to ship (relative to the current directory)")
+        raise top.error("source", f"source directory {resolved} does not exist",
+                        "point source: at the app to ship, relative to the project root, or pass --source DIR")
+    return str(resolved)
 
 
 def count_ok(value, allow_zero=False):

@@ -22,23 +22,31 @@ IS_LIVE_EXIT = 77       # discard: the release to remove is the one current poin
 
 @dataclass(frozen=True)
 class Operator:
-    """Who runs this deploy: recorded in the lock and the history."""
+    """Who runs this deploy: recorded in the lock and the history.
+
+    `run`: the run id of a saved plan (deploy/planfile.py), chosen when the plan is made. It is
+    then the token (the lock's owner, the history's `by`), so the commands do not depend on the
+    process that runs the plan; such a plan's operator is the user and machine that made it,
+    with pid 0 (no process to look for)."""
 
     user: str
     machine: str
     pid: int
+    run: str | None = None
 
     @classmethod
-    def here(cls):
+    def here(cls, run=None):
         try:
             user = getpass.getuser()
         except Exception:  # no passwd entry (containers): still say something useful
             user = str(os.getuid())
+        if run:
+            return cls(user=user, machine=socket.gethostname(), pid=0, run=run)
         return cls(user=user, machine=socket.gethostname(), pid=os.getpid())
 
     @property
     def token(self):
-        return f"{self.user}@{self.machine}:{self.pid}"
+        return self.run or f"{self.user}@{self.machine}:{self.pid}"
 
 
 def new_release_id(now=None):

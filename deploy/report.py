@@ -3,6 +3,7 @@ tables, plans, JSON reports and JUnit files. Rich is used only in this module.
 """
 
 import json
+import shlex
 import sys
 import threading
 import time
@@ -167,6 +168,79 @@ class Reporter:
             print(extra, file=self.stream)
         print(file=self.stream, flush=True)
 
+    # -- deploy plans (deploy/planfile.py documents)
+    def plan_document(self, doc, verbose=False):
+        """A deploy plan for people: a header, a step x host summary, then the exact commands
+        (of the first host of each group of hosts that differ only in their own values; of
+        every host with `verbose`)."""
+        out = self.stream
+        for line in plan_header(doc):
+            print(line, file=out)
+        print(file=out)
+        self.console.print(plan_steps_table(doc))
+        print(file=out)
+        if doc["notify"]:
+            for text in doc["notify"]:
+                print(f"## notify {text}", file=out)
+            print(file=out)
+        hosts = {h["host"]: h for h in doc["hosts"]}
+        members = {}
+        for h in doc["hosts"]:
+            if h["same_as"]:
+                members.setdefault(h["same_as"], []).append(h["host"])
+        for h in doc["hosts"]:
+            if h["same_as"] and not verbose:
+                continue
+            _plan_host(out, h, verbose)
+            if members.get(h["host"]) and not verbose:
+                names = members[h["host"]]
+                fields = [f for f in doc["differ_in"] if f != "host"]
+                print(f"# host {_names(names)}: the same commands as {h['host']}, with their own "
+                      + (", ".join(fields) or "names") + ":", file=out)
+                for line in plan_values(doc, [h["host"]] + names, hosts):
+                    print(line, file=out)
+            print(file=out, flush=True)
+
+    def plan_head(self, doc):
+        """Only the plan's header: what a deploy from a saved plan says before it starts."""
+        for line in plan_header(doc):
+            print(line, file=self.stream, flush=True)
+
+    def plan_check(self, check, files=False):
+        """`fab plan --check`: per host what is live, what would change, whether it can deploy."""
+        table = Table(title="check (read-only: nothing was written on the hosts)")
+        for col in ("host", "live release", "files vs live", "lock", "sudo", "pool", "verdict"):
+            table.add_column(col, overflow="fold")
+        for h in check["hosts"]:
+            table.add_row(h["host"], _check_live(h), _check_files(h), _check_lock(h), _check_sudo(h),
+                          _check_pool(h), Text(h["verdict"], style=CHECK_STYLE[h["verdict"]]))
+        self.console.print(table)
+        for h in check["hosts"]:
+            for reason in h["reasons"]:
+                print(f"{h['host']}: cannot deploy: {reason}", file=self.stream)
+            for warning in h["warnings"]:
+                print(f"{h['host']}: note: {warning}", file=self.stream)
+            for text in h["sudo"]["unchecked"]:
+                print(f"{h['host']}: note: not checked (its arguments need a shell): {text}", file=self.stream)
+        for problem in check["problems"]:
+            print(f"fleet: cannot deploy: {problem}", file=self.stream)
+        if files:
+            same = {}   # hosts with the same changes against the same release: listed once
+            for h in check["hosts"]:
+                f = h["files"]
+                if f:
+                    key = json.dumps([f["against"], f["list"]])
+                    same.setdefault(key, (f, []))[1].append(h["host"])
+            for f, names in same.values():
+                print(f"# files on {_names(names)} vs {f['against'] or 'nothing live'}: {_file_counts(f)}",
+                      file=self.stream)
+                for item in f["list"]:
+                    print(f"   {item['change']} {item['path']}", file=self.stream)
+        verdict = check["verdict"]
+        what = {"changes": "every host can be deployed", "no changes": "the release is already live on every host",
+                "cannot deploy": "see the reasons above"}[verdict]
+        print(f"check: {verdict}: {what} (exit {check['exit_code']})", file=self.stream, flush=True)
+
     def releases(self, state):
         if "error" in state:
             print(f"# host {state['host']}: {state['error']}", file=self.stream)
@@ -189,6 +263,164 @@ class Reporter:
             self.console.print(f"lock held: {state['lock']}")
         if not state["releases"]:
             self.console.print("no releases")
+
+
+CHECK_STYLE = {"changes": "cyan", "no changes": "green", "cannot deploy": "bold red"}
+
+
+def _names(names, limit=8):
+    names = list(names)
+    if len(names) <= limit:
+        return ", ".join(names)
+    return ", ".join(names[:max(1, limit - 2)]) + f" ... {names[-1]} ({len(names)} hosts)"
+
+
+def plan_header(doc):
+    """The lines above a plan: what, from what, in which order, and what happens on failure."""
+    fleet, inputs = doc["fleet"], doc["inputs"]
+    src = inputs["source"]
+    lines = [f"deploy plan: release {doc['release']} to {len(fleet['hosts'])} host(s): {_names(fleet['hosts'])}"]
+
+    def row(label, text):
+        lines.append(f"  {label:<11}{text}")
+
+    if doc["run"]:
+        by = doc["planned_by"]
+        row("run", f"{doc['run']} (the lock token), plan made {doc['created']} by {by['user']}@{by['machine']}")
+    else:
+        row("run", "not saved (the lock token is this process; fab plan --out FILE saves a plan to deploy)")
+    if src["kind"] == "git":
+        g = src["git"]
+        where = f", path {g['path']}" if g["path"] else ""
+        dirty = f"; {len(g['dirty'])} uncommitted change(s) NOT shipped" if g["dirty"] else ""
+        row("source", f"git {g['ref']} = commit {g['commit']} (repo {g['repo']}{where}{dirty})")
+        row("", f"exported to {src['path']}")
+    else:
+        commit = ""
+        if src["commit"]:
+            commit = f"  (git commit {src['commit']}" + (", with uncommitted changes)" if src["dirty"] else ")")
+        row("source", f"{src['path']}{commit}")
+    if src.get("sha256"):
+        files = f"{src['files']} files, " if src.get("files") is not None else ""
+        row("", f"{files}sha256 {src['sha256'][:16]}")
+    row("playbook", inputs["pipeline"]["path"] + _hash(inputs["pipeline"]["sha256"]))
+    row("inventory", ", ".join(inputs["inventory"]["files"]) + _hash(inputs["inventory"]["sha256"]))
+    batches = fleet["batches"]
+    for b in batches:
+        label = "batches" if b["number"] == 1 else ""
+        canary = " (canary)" if b["canary"] else ""
+        row(label, f"{b['number']}{canary}: {_names(b['hosts'])}  [max_fail {b['max_fail']}]")
+    serial = ", ".join(str(x) for x in fleet["serial"])
+    row("", f"serial {serial}; at most {fleet['parallel']} host(s) at a time")
+    scope = "every finished batch's deployed hosts roll back" if fleet["rollback_all"] else \
+        "that batch's deployed hosts roll back"
+    row("max_fail", f"{fleet['max_fail']} per batch: a batch with more failed hosts stops the rollout (no further "
+                    f"batch starts) and {scope}")
+    for text in doc["on_failure"]:
+        row("on failure", text)
+    if doc["notify"]:
+        row("notify", ", ".join(text.split(":", 1)[0] for text in doc["notify"]) + " (the ## notify lines below)")
+    return lines
+
+
+def _hash(value):
+    return f"  (sha256 {value[:16]})" if value else ""
+
+
+def _count(step):
+    n = len(step["commands"])
+    if not n:
+        return "-"
+    local = sum(1 for c in step["commands"] if c["local"])
+    return f"{n}" + (" local" if local == n else f" ({local} local)" if local else "")
+
+
+def plan_steps_table(doc):
+    """Step x host: what each step does, and how many commands it runs per group of hosts."""
+    heads = [h for h in doc["hosts"] if not h["same_as"]]
+    members = {h["host"]: [h["host"]] for h in heads}
+    for h in doc["hosts"]:
+        if h["same_as"]:
+            members[h["same_as"]].append(h["host"])
+    table = Table(title="steps (commands per host)", title_justify="left")
+    table.add_column("step")
+    table.add_column("what it does", overflow="fold")
+    for h in heads:
+        names = members[h["host"]]
+        table.add_column(_names(names, limit=3), justify="right")
+    rows = {}
+    for h in heads:
+        for s in h["steps"]:
+            rows.setdefault(s["name"], {"summary": s["summary"], "counts": {}})["counts"][h["host"]] = _count(s)
+    for name, r in rows.items():
+        table.add_row(name, r["summary"], *[r["counts"].get(h["host"], "") for h in heads])
+    return table
+
+
+def plan_values(doc, names, hosts):
+    """One line per host of a group: its own value of each setting that differs between hosts."""
+    width = max(len(n) for n in names)
+    return [f"   {n:<{width}}  " + "  ".join(f"{f}={shlex.quote(hosts[n]['values'][f])}" for f in doc["differ_in"]
+                                            if f != "host") for n in names]
+
+
+def _plan_host(out, h, verbose):
+    v = h["values"]
+    print(f"# host {h['host']} ({v['user']}@{v['address']}:{v['port']}, {v['deploy_path']})", file=out)
+    for s in h["steps"]:
+        where = f"  ({s['where']})" if s["where"] else ""
+        print(f"## {s['name']}{where}", file=out)
+        for c in s["commands"]:
+            if verbose and c["desc"]:
+                print(f"   # {c['desc']}", file=out)
+            print(f"   {'local$ ' if c['local'] else '$ '}{c['command']}", file=out)
+        for note in s["notes"]:
+            print(f"   # {note}", file=out)
+
+
+def _check_live(h):
+    live = h["live"]
+    if h["connect"] != "ok":
+        return Text("unreachable", style="red")
+    if not live:
+        return "nothing live"
+    since = f", since {live['since']}" if live.get("since") else ""
+    return f"{live['release']}{since}"
+
+
+def _file_counts(f):
+    return f"{f['total']} to change: +{f['added']} ~{f['modified']} -{f['deleted']}"
+
+
+def _check_files(h):
+    f = h["files"]
+    if not f:
+        return ""
+    return _file_counts(f) if f["against"] else f"first deploy: {f['added']} files"
+
+
+def _check_lock(h):
+    if h["connect"] != "ok":
+        return ""
+    return Text("LOCKED", style="red") if h["lock"] else "free"
+
+
+def _check_sudo(h):
+    sudo = h["sudo"]
+    if h["connect"] != "ok":
+        return ""
+    if not sudo["needed"]:
+        return "root"
+    if sudo["refused"]:
+        return Text(f"refused ({len(sudo['refused'])})", style="red")
+    return f"ok ({len(sudo['checked'])})" if sudo["checked"] else "not used"
+
+
+def _check_pool(h):
+    pool = h["pool"]
+    if pool is None:
+        return ""
+    return "ok" if pool["ok"] else Text("FAILED", style="red")
 
 
 def write_json(path, payload):

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy import lab as labmod
-from helpers import FAB, PROJECT, fab, slot_port, slot_root, write
+from helpers import PROJECT, fab, slot_port, slot_root, write
 from labfixture import app_copy, needs_root, start, wait_for
 
 pytestmark = [needs_root, pytest.mark.lab]

@@ -2,7 +2,6 @@
 by deploy/remote/appcheck.php, only when the database answered). A migration the live code
 expects but the database lacks fails; the tool never migrates outside a deploy: no remedy."""
 
-from .. import facts
 from ..model import FAIL, WARN, Items
 from . import Check
 from .services import app_report

@@ -3,7 +3,6 @@ booted in php-cli (deploy/remote/appcheck.php) and opens its default database co
 every Redis connection its config uses (cache, queue, session, broadcasting). Errors are shown
 with their message, secrets masked. The tool never restarts or changes these: no remedy."""
 
-from .. import facts
 from ..model import FAIL, WARN, Items
 from . import Check
 
