@@ -148,7 +148,7 @@ def test_verbose_shows_every_host_with_what_each_command_does(setup):
     for name in ("web1", "web2", "web3", "odd"):
         assert f"# host {name} (" in text
     assert "same commands as" not in text
-    assert "   # take the deploy lock\n   $ mkdir -p /srv/web2/app/.deploy" in text
+    assert "   # take the deploy lock\n   $ if [ -e /srv/web2/app/current ] && [ ! -L /srv/web2/app/current ]" in text
     assert "   # switch current to r9\n" in text
 
 
