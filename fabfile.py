@@ -10,7 +10,10 @@ missing value) are reported the same way: deploy/cliargs.py.
 
 from invoke import Collection, Exit, task
 
-from deploy import cli, cli_health, cliargs
+# Only the argument checks at start-up: each task imports what it runs (deploy.cli pulls in the
+# planner, the executor, the report layer), so `fab --list` and `fab --help` start fast
+# (docs/benchmark.md: start-up).
+from deploy import cliargs
 
 cliargs.adopt()
 
@@ -45,6 +48,7 @@ def deploy(c, host=None, inventory=None, pipeline=None, source=None, release=Non
            serial=None, max_fail=None, rollback_all=False, report=None, junit=None, html=None, plan=None,
            allow_dirty=False, yes=False):
     """Deploy a release to hosts: build, switch, reset the pool, verify; roll back on failure."""
+    from deploy import cli
     _done(cli.deploy(host, inventory, pipeline, source, release, dry_run, parallel, serial, max_fail,
                      rollback_all, report, junit, html=html, plan=plan, allow_dirty=allow_dirty))
 
@@ -67,7 +71,8 @@ def plan(c, host=None, inventory=None, pipeline=None, source=None, release=None,
          parallel=None, rollback_all=False, verbose=False, json=False, out=None, check=False, files=False,
          allow_dirty=False):
     """Dry run: the plan per host and step. Connects to nothing (--check: read-only connections)."""
-    _done(cli.plan_cmd(host, inventory, pipeline, source, release, serial, max_fail, parallel, rollback_all,
+    from deploy import cli_plan
+    _done(cli_plan.plan_cmd(host, inventory, pipeline, source, release, serial, max_fail, parallel, rollback_all,
                        verbose=verbose, as_json=json, out=out, check=check, files=files, allow_dirty=allow_dirty))
 
 
@@ -80,6 +85,7 @@ def plan(c, host=None, inventory=None, pipeline=None, source=None, release=None,
 def rollback(c, host=None, to=None, inventory=None, pipeline=None, dry_run=False, report=None, junit=None,
              parallel=None, html=None):
     """Switch back to the previous good release (or --to ID), reset/reload the pool, verify."""
+    from deploy import cli
     _done(cli.rollback(host, inventory, pipeline, to, dry_run, parallel, report, junit, html=html))
 
 
@@ -87,12 +93,14 @@ def rollback(c, host=None, to=None, inventory=None, pipeline=None, dry_run=False
                                    "pipeline": "pipeline file (its strategy decides: releases, or in-place snapshots)"})
 def releases(c, host=None, inventory=None, pipeline=None, json=False):
     """List releases per host: which is live, which are marked bad, the lock if any."""
+    from deploy import cli
     _done(cli.releases(host, inventory, pipeline, as_json=json))
 
 
 @task(auto_shortflags=False, help={"host": HOST_HELP, "inventory": "inventory file or directory"})
 def unlock(c, host=None, inventory=None):
     """Remove a deploy lock left by a dead deploy (shows who held it and since when)."""
+    from deploy import cli
     _done(cli.unlock(host, inventory))
 
 
@@ -100,6 +108,7 @@ def unlock(c, host=None, inventory=None):
                                    "pipeline": "pipeline file", "json": "print JSON"})
 def health(c, host=None, inventory=None, pipeline=None, json=False):
     """The eight health checks per host (pass/warn/fail, evidence, fix); exit 1 when one fails."""
+    from deploy import cli_health
     _done(cli_health.health(host, inventory, pipeline, as_json=json))
 
 
@@ -108,6 +117,7 @@ def health(c, host=None, inventory=None, pipeline=None, json=False):
                                    "attempts": "rounds of fixes, >= 1 (default 2)"})
 def heal(c, host=None, inventory=None, pipeline=None, json=False, attempts=None):
     """Fix what the checks find (ACLs, OPCache reset in the pool, FPM reload, artisan caches), verify again."""
+    from deploy import cli_health
     _done(cli_health.heal(host, inventory, pipeline, as_json=json, attempts=attempts))
 
 
@@ -118,6 +128,7 @@ def heal(c, host=None, inventory=None, pipeline=None, json=False, attempts=None)
     "latency": "delay every SSH byte MS each way (a relay in front of each sshd; round trip 2 x MS)"})
 def lab_up(c, hosts=None, stack=True, latency=None):
     """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host, and the app stack; writes hosts/lab.yml."""
+    from deploy import cli
     _done(cli.lab_up(hosts, stack=stack, latency=latency))
 
 

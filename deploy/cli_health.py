@@ -21,7 +21,7 @@ from . import health as checks
 from . import inventory as inventory_mod
 from . import plan as planner
 from . import remediate
-from .cli import DEFAULT_INVENTORY, _path, _pipeline_or_none
+from .cli_plan import DEFAULT_INVENTORY, _path, _pipeline_or_none
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, ConfigError
 from .session import HostSession
 from .report import Reporter

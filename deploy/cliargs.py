@@ -18,9 +18,8 @@ import fabric.main
 from invoke import Exit
 from invoke.exceptions import ParseError
 
-from . import pipeline
+from .counts import check_count
 from .errors import EXIT_BAD_INPUT, ConfigError
-from .plan import check_release_id
 
 # Fabric's own connection options: this tool takes every connection setting from the inventory,
 # so they would be silently ignored (or, for -H, run the task once per name).
@@ -184,6 +183,7 @@ def parse_release(value, flag="--release"):
     """A release id given on the command line; None when the flag was not given."""
     nonempty(flag, value, f"pass {flag} ID (e.g. \"$GIT_SHA\", which must be set), or leave the flag out"
                           + (" for a UTC timestamp id" if flag == "--release" else ""))
+    from .plan import check_release_id  # the planner loads only when a task runs
     return None if value is None else check_release_id(value, flag)
 
 
@@ -207,7 +207,7 @@ def parse_serial(value):
         raise flag_error("--serial", value, "an empty item in the list", "e.g. --serial 1,25%,100%")
     out = [int(x) if x.isdigit() else x for x in items]
     for item in out:
-        pipeline.check_count("--serial", item, hint="e.g. --serial 1,25%,100%")
+        check_count("--serial", item, hint="e.g. --serial 1,25%,100%")
     return out
 
 
@@ -217,7 +217,7 @@ def parse_max_fail(value):
     nonempty("--max-fail", value, "a count (2) or a percentage (10%), or leave it out for the playbook's max_fail")
     text = str(value).strip()
     parsed = int(text) if text.isdigit() else text
-    pipeline.check_count("--max-fail", parsed, allow_zero=True, hint="a count (2) or a percentage (10%)")
+    check_count("--max-fail", parsed, allow_zero=True, hint="a count (2) or a percentage (10%)")
     return parsed
 
 

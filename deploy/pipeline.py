@@ -10,6 +10,7 @@ from pathlib import Path
 from . import gitsource
 from . import notify as notify_mod
 from . import yamlfile
+from .counts import count_ok
 from .errors import ConfigError
 from .steps import BUILD, KINDS, LIVE, SWITCH
 
@@ -153,20 +154,6 @@ def _directory(top, source, base, from_flag=False):
         raise top.error("source", f"source directory {resolved} does not exist",
                         "point source: at the app to ship, relative to the project root, or pass --source DIR")
     return str(resolved)
-
-
-def count_ok(value, allow_zero=False):
-    """A positive count (2) or a percentage ('25%'); with allow_zero, 0 and '0%' too."""
-    low = 0 if allow_zero else 1
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value >= low
-    text = str(value)
-    return text.endswith("%") and text[:-1].isdigit() and low <= int(text[:-1]) <= 100
-
-
-def check_count(flag, value, allow_zero=False, hint=None):
-    if not count_ok(value, allow_zero):
-        raise ConfigError(f"bad {flag} value {value!r}", hint=hint)
 
 
 def _check_count(section, key, value, allow_zero=False):

@@ -25,7 +25,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from . import fleet as fleet_mod
+from . import rollout
 from .errors import ConfigError
 from .steps import spec as kind_spec
 
@@ -245,13 +245,13 @@ def fleet_doc(hosts, pipe, serial=None, max_fail=None, parallel=None, rollback_a
     serial = serial or pipe.serial
     max_fail = pipe.max_fail if max_fail is None else max_fail
     names = [h.name for h in hosts]
-    batches = fleet_mod.batches(names, serial)
-    par = max(1, min(parallel or pipe.parallel or fleet_mod.DEFAULT_PARALLEL, len(hosts) or 1))
+    batches = rollout.batches(names, serial)
+    par = max(1, min(parallel or pipe.parallel or rollout.DEFAULT_PARALLEL, len(hosts) or 1))
     # A canary: a first batch that goes alone before batches at least as big.
     canary = len(batches) > 1 and len(batches[0]) <= min(len(b) for b in batches[1:])
     return {"hosts": names, "serial": list(serial), "max_fail": max_fail, "parallel": par,
             "rollback_all": bool(rollback_all),
-            "batches": [{"number": i, "hosts": b, "max_fail": fleet_mod.threshold(max_fail, len(b)),
+            "batches": [{"number": i, "hosts": b, "max_fail": rollout.threshold(max_fail, len(b)),
                          "canary": canary and i == 1} for i, b in enumerate(batches, 1)]}
 
 
