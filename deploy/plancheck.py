@@ -80,6 +80,7 @@ def check_host(host, pipe, steps, release):
                                    ctx.paths.meta + "/no-such-script.php", ctx.paths.fpmctl,
                                    remote.digest("fpmctl.php"),
                                    Program(remote.local_path("fpmctl.php").read_text(), remote.label("fpmctl.php")),
+                                   Program(remote.local_path("fastcgi.php").read_text(), remote.label("fastcgi.php")),
                                    desc="one FastCGI request to the pool"))
     try:
         with HostSession(host, lambda e: None) as s:

@@ -1,8 +1,10 @@
 #!/bin/sh
 # check.sh ACTION ARGS...  --  read-only questions for `fab plan --check` (deploy/plancheck.py)
 #
-# Nothing here writes on the host: no file, no directory, no lock. Every action prints tagged
-# lines and exits 0, so one answer never hides the next one in the same session.
+# Nothing here writes on the host (no file under the deploy path, no lock, nothing installed):
+# the one exception is the pool check's inline programs, which live in a private temp dir
+# (mktemp -d) for the one request and are removed at once. Every action prints tagged lines and
+# exits 0, so one answer never hides the next one in the same session.
 #
 #   env DEPLOY_PATH PHP
 #       USER <login user>
@@ -13,12 +15,13 @@
 #       RSYNC <version line>|missing
 #   sudo N WORD...
 #       SUDO N ok|refused <sudo's first line>   may this user run WORD... through `sudo -n`?
-#   pool N PHP SOCKET SCRIPT INSTALLED SHA256 FPMCTL_TEXT
+#   pool N PHP SOCKET SCRIPT INSTALLED SHA256 FPMCTL_TEXT FASTCGI_TEXT
 #       POOL N installed|inline <fpmctl.php's JSON>
 #           one FastCGI request for SCRIPT (a file that does not exist) to the pool's socket:
 #           any HTTP answer (404 "Primary script unknown") proves a worker answered. Through the
 #           installed fpmctl.php when it is the tool's own (its sha256), else the same program
-#           read from stdin: nothing is installed, no probe file is written.
+#           and its FastCGI client (fastcgi.php, which it loads from its own directory) from a
+#           temp dir removed right after: nothing is installed, no probe file is written.
 set -u
 action=${1:-}
 case "$action" in
@@ -50,15 +53,20 @@ sudo)
     fi
     ;;
 pool)
-    n=$2 php=$3 socket=$4 script=$5 installed=$6 sum=$7 text=$8
+    n=$2 php=$3 socket=$4 script=$5 installed=$6 sum=$7 text=$8 client=$9
     have=
     [ -f "$installed" ] && have=$(sha256sum < "$installed" 2>/dev/null | cut -d' ' -f1)
     if [ "$have" = "$sum" ]; then
         out=$("$php" "$installed" request --socket="$socket" --script="$script" --timeout=5 2>/dev/null)
         via=installed
+    elif tmp=$(mktemp -d 2>/dev/null); then
+        printf '%s' "$text" > "$tmp/fpmctl.php"
+        printf '%s' "$client" > "$tmp/fastcgi.php"
+        out=$("$php" "$tmp/fpmctl.php" request --socket="$socket" --script="$script" --timeout=5 2>/dev/null)
+        rm -rf "$tmp"
+        via=inline
     else
-        # php reads the program from /dev/stdin as a file (from "-" it would lack STDOUT).
-        out=$(printf '%s' "$text" | "$php" /dev/stdin request --socket="$socket" --script="$script" --timeout=5 2>/dev/null)
+        out='{"ok": false, "error": "mktemp -d failed: no temp dir for fpmctl.php"}'
         via=inline
     fi
     # printf, not echo: dash's echo would turn the JSON's \n escapes into newlines.
