@@ -45,7 +45,7 @@ from deploy import lab  # noqa: E402
 
 import bigapp  # noqa: E402
 import doc  # noqa: E402
-from contenders import CONTENDERS, FAB, Deployer, rsync_stats, step_times, tool_sync  # noqa: E402
+from contenders import CONTENDERS, FAB, PIPELINE, Deployer, rsync_stats, step_times, tool_sync  # noqa: E402
 from measure import (BenchError, ConnectionSampler, RelayCounters, SshdLogs, log, other_sandbox_hosts,  # noqa: E402
                      ports_in_use, run_measured, tail)
 
@@ -365,8 +365,8 @@ def phase_bigapp(args, ctx):
 
 def _tool_rsync_command(dep, src):
     """The rsync command line the tool runs (from its own plan), as an argv."""
-    res = subprocess.run([str(FAB), "plan", "--host", "lab", "--inventory", str(dep.inventory), "--source", str(src),
-                          "--release", "PLANNED"], capture_output=True, text=True, cwd=PROJECT)
+    res = subprocess.run([str(FAB), "plan", "--host", "lab", "--inventory", str(dep.inventory), "--pipeline",
+                          str(PIPELINE), "--source", str(src), "--release", "PLANNED"], capture_output=True, text=True, cwd=PROJECT)
     for line in res.stdout.splitlines():
         line = line.strip()
         if line.startswith("local$ rsync "):

@@ -1,6 +1,6 @@
 """The four ways the benchmark deploys the same release to the same lab hosts.
 
-- tool:     `fab deploy` (this project), the default pipeline playbooks/laravel.yml
+- tool:     `fab deploy` (this project), with bench/pipeline.yml: the same steps the others run
 - lean:     bench/lean.sh, the leanest correct hand-written script (what users compare with)
 - baseline: bench/baseline.sh, hand-written but doing the tool's own extra work too
             (lock, pool reset and probe, history), like for like; xargs -P for the hosts
@@ -23,6 +23,7 @@ FAB = PROJECT / ".venv" / "bin" / "fab"
 PYTHON = PROJECT / ".venv" / "bin" / "python"
 LEAN = PROJECT / "bench" / "lean.sh"
 BASELINE = PROJECT / "bench" / "baseline.sh"
+PIPELINE = PROJECT / "bench" / "pipeline.yml"
 FABRIC = PROJECT / "bench" / "fabric_plain.py"
 CONTENDERS = ("tool", "lean", "baseline", "fabric")
 
@@ -52,7 +53,7 @@ class Deployer:
         if who == "tool":
             report = self.work / f"report-{release}.json"
             argv = [str(FAB), "deploy", "--host", "lab", "--inventory", str(self.inventory), "--release", release,
-                    "--source", str(source), "--parallel", str(self.parallel), "--report", str(report)]
+                    "--pipeline", str(PIPELINE), "--source", str(source), "--parallel", str(self.parallel), "--report", str(report)]
             if serial:
                 argv += ["--serial", serial]
         elif who == "lean":

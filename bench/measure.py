@@ -33,6 +33,11 @@ def tail(path, n=40):
         return ""
 
 
+# Python as users run it: with its bytecode cache (some CI images set PYTHONDONTWRITEBYTECODE,
+# which would time the compilation of every module on every run).
+ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run_measured(argv, stdout_path, stdin_path=None, timeout=RUN_TIMEOUT, cwd=None, on_start=None):
     """Run argv. Returns a dict: code, wall (s), cpu_own (s, the process itself), cpu_total
     (s, with the children it waited for: rsync, ssh, php...), maxrss_kb (peak RSS of the
@@ -43,7 +48,7 @@ def run_measured(argv, stdout_path, stdin_path=None, timeout=RUN_TIMEOUT, cwd=No
     """
     with open(stdout_path, "wb") as out, open(stdin_path or os.devnull, "rb") as inp:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
+        proc = subprocess.Popen(argv, stdin=inp, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=ENV)
         if on_start:
             on_start(proc.pid)
         deadline = time.monotonic() + timeout

@@ -75,19 +75,27 @@ class Fleet:
         """
         ordered = sorted(self.hosts, key=lambda h: h.name)
         held, results = {}, {}
+        # Only the hosts that start right away keep their connection; the others give it up as
+        # soon as their lock is taken (the lock stays) and connect again when their turn comes:
+        # a host of batch 5 must not sit on an idle connection for the whole rollout, and the
+        # lock pass itself never holds more connections than the parallelism.
+        first_wave = {h.name for h in batches(self.hosts, self.serial)[0][:self.parallel]} if self.hosts else set()
 
         def take(host):
             transport, result = ops.lock_host(host, self.pipeline, release, self.operator, self.emit,
                                               self.plans.get(host.name))
-            return host, transport, result
+            if transport is not None and host.name not in first_wave:
+                transport.close()
+                return host, None, result, True
+            return host, transport, result, transport is not None
 
         outcomes = [take(ordered[0])] if ordered else []
         if outcomes and outcomes[0][2].state != ops.LOCKED:
             outcomes += self.map(take, ordered[1:])
-        for host, transport, result in outcomes:
+        for host, transport, result, locked in outcomes:
             results[host.name] = result
-            if transport is not None:
-                held[host.name] = transport
+            if locked:
+                held[host.name] = transport   # None: locked, connects again at its turn
         if any(r.state in (ops.LOCKED, ops.FAILED) for r in results.values()):
             blocker = next(n for n, r in results.items() if r.state in (ops.LOCKED, ops.FAILED))
             why = "is locked" if results[blocker].state == ops.LOCKED else "cannot be deployed"
@@ -100,14 +108,6 @@ class Fleet:
                     results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
                                                         message=f"not deployed: {blocker} {why}")
             return None, results
-        # Only the hosts that start right away keep their connection; the others give it up
-        # (their lock stays) and connect again when their turn comes: a host of batch 5 must
-        # not sit on an idle connection for the whole rollout.
-        first_wave = {h.name for h in batches(self.hosts, self.serial)[0][:self.parallel]} if self.hosts else set()
-        for name in list(held):
-            if name not in first_wave:
-                held[name].close()
-                held[name] = None
         return held, results
 
     def deploy(self, release, serial=None, max_fail=None, rollback_all=False):
