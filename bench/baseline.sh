@@ -9,10 +9,10 @@
 #       --key /srv/labbench/ssh/id_ed25519 --known-hosts /srv/labbench/ssh/known_hosts
 #
 # Optional: --user root (default), --web-user www-data, --keep 5, --php php,
-#           --fpmctl deploy/php/fpmctl.php (the tool's FastCGI client, uploaded like the tool does).
+#           --remote deploy/remote (the tool's pool programs: fpmctl.php, fastcgi.php, probe.php).
 #
 # Sessions on the host (each one pays the login shell's start-up):
-#   1. prepare: layout, lock (mkdir), read current, drop a leftover build, upload fpmctl.php (stdin)
+#   1. prepare: layout, lock (mkdir), read current, drop a leftover build, upload the pool programs (a tar on stdin)
 #   -  rsync --link-dest=current/ over the same control connection
 #   2. build:   shared links, ACLs, the four artisan cache commands one by one
 #   3. go live: RELEASE + atomic switch, OPCache reset in the pool, FPM reload + wait, HTTP check
@@ -25,7 +25,7 @@ set -euo pipefail
 
 user=root web_user=www-data keep=5 php=php
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-fpmctl="$here/../deploy/php/fpmctl.php"
+remote_dir="$here/../deploy/remote"
 host='' port=22 path='' socket='' pidfile='' url='' release='' source='' key='' known_hosts=''
 
 while [ $# -gt 0 ]; do
@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
         --socket) socket=$2 ;; --pid-file) pidfile=$2 ;; --health-url) url=$2 ;;
         --release) release=$2 ;; --source) source=$2 ;; --key) key=$2 ;;
         --known-hosts) known_hosts=$2 ;; --web-user) web_user=$2 ;; --keep) keep=$2 ;;
-        --php) php=$2 ;; --fpmctl) fpmctl=$2 ;;
+        --php) php=$2 ;; --remote) remote_dir=$2 ;;
         *) echo "baseline.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift 2
@@ -63,7 +63,7 @@ log "connected"
 R=$(q "$path") REL=$(q "$release") RD=$(q "$path/releases/$release")
 token="$(id -un)@$(hostname):$$"
 
-# ---- 1. prepare (fpmctl.php comes in on stdin)
+# ---- 1. prepare (the pool programs come in on stdin, as a tar)
 previous=$(ssh "${ssh_opts[@]}" "$target" "
 set -e
 mkdir -p $R/releases $R/shared $R/.deploy/bad $R/.deploy/bin && chmod 0755 $R/.deploy
@@ -71,9 +71,9 @@ if ! mkdir $R/.deploy/lock 2>/dev/null; then echo LOCKED >&2; cat $R/.deploy/loc
 { printf '%s\n' $(q "$token $release"); date -u +%Y-%m-%dT%H:%M:%SZ; } > $R/.deploy/lock/info
 [ \"\$(readlink $R/current || true)\" = releases/$REL ] && { echo 'release is already live' >&2; rm -rf $R/.deploy/lock; exit 76; }
 rm -rf $RD $R/.deploy/bad/$REL
-cat > $R/.deploy/bin/fpmctl.php && chmod 0644 $R/.deploy/bin/fpmctl.php
+tar -C $R/.deploy/bin -xf - >/dev/null
 readlink $R/current || true
-" < "$fpmctl")
+" < <(tar -C "$remote_dir" -cf - fpmctl.php fastcgi.php probe.php))
 log "prepare ok (previous: ${previous:-none})"
 
 discard() {

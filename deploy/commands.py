@@ -88,6 +88,9 @@ class Command:
     sudo: wrap in `sudo -n sh -c` (the step decides; only set when the login user is not root).
     local: run on the controller (rsync), not on the host.
     ok_codes: exit codes that count as success.
+    unless: a test (a Command, run as the login user, never through sudo): when it succeeds the
+        command is skipped, saying so. So an expensive privileged command (a recursive setfacl)
+        runs only when needed while sudo still sees the one program a sudoers rule allows.
     """
 
     template: str
@@ -102,8 +105,17 @@ class Command:
     hold: bool = False          # waits for the fleet's "go" like a gate, but switches nothing
     signal: str | None = None   # the executor reports this name and the exit code when it ends
     cut_on_stop: bool = True    # a first Ctrl-C may cut it before the switch (not a migration)
+    unless: "Command | None" = None
+    skipped: str = "skipped"    # what a skipped command prints (with `unless`)
 
     def render(self, reveal=False):
+        text = self.render_command(reveal)
+        if self.unless is None:
+            return text
+        return f"if {self.unless.render(reveal)}; then echo {shlex.quote(self.skipped)}; else {text}; fi"
+
+    def render_command(self, reveal=False):
+        """The command itself, without its `unless` test (what sudo is asked to run)."""
         text = self.template.format(*(quote(a, reveal) for a in self.args))
         if not self.sudo:
             return text
@@ -127,7 +139,7 @@ class Command:
 
     @property
     def secrets(self):
-        return [a.value for a in self.args if isinstance(a, Secret)]
+        return [a.value for a in self.args if isinstance(a, Secret)] + (self.unless.secrets if self.unless else [])
 
 
 def sh(template, *args, **kw):

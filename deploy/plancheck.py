@@ -232,8 +232,8 @@ def sudo_commands(steps, host):
         for c in s.commands:
             words = None
             if c.sudo:
-                words = shlex.split(c.render(reveal=True))[2:]   # after "sudo -n"
-                masked = shlex.split(c.render())[2:]
+                words = shlex.split(c.render_command(reveal=True))[2:]   # after "sudo -n"
+                masked = shlex.split(c.render_command())[2:]
             elif c.template == "{}" and len(c.args) == 1 and isinstance(c.args[0], Raw):
                 text = c.args[0].text.strip()
                 if not text.startswith("sudo "):

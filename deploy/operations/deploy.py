@@ -1,6 +1,6 @@
 """Deploy one host: the state machine from a plan to one named state (results.py).
 
-    lock + prepare          one session (the lock folded into it; already held in a fleet)
+    lock + prepare          one session (in a fleet: the lock pass's session, lock_host)
     install                 the tool's PHP programs, only where the host's copy differs
     build, switch, after    one session: rsync, the build steps, the gated switch, the pool
                             steps, verify, then finalize (prune, history, unlock) in the same script
@@ -36,17 +36,22 @@ class Plan:
 
 
 def lock_host(host, pipeline, release, operator, emit, plan_steps=None):
-    """The fleet's lock pass: connect and run the host's lock step. Returns (transport or None,
-    HostResult); the transport, still holding the lock, goes to deploy_host or release_lock."""
+    """The fleet's lock pass: connect and run the host's lock step, and its prepare step in the
+    same session (one session per host less; prepare only reads and makes the layout). Returns
+    (transport or None, HostResult); the transport, still holding the lock, goes to deploy_host
+    or release_lock. The prepare's facts (or its failure) go to deploy_host in the result."""
     result = HostResult(host.name, release)
-    lock_step = Plan(plan_steps).lock if plan_steps else locks.take(StepContext(host, pipeline, release), operator)
+    plan = Plan(plan_steps) if plan_steps else None
+    lock_step = plan.lock if plan else locks.take(StepContext(host, pipeline, release), operator)
     try:
         with HostSession(host, emit, operator, pipeline) as s:
-            res = s.run([lock_step])
+            res = s.run([lock_step, plan.prepare] if plan else [lock_step])
             result.steps.extend(res)
             result.executed = list(s.runner.executed)
             if res[0].status == "ok":
                 result.state = "locked by us"
+                if plan:
+                    result.prepared = dict(s.runner.facts)
                 return s.detach(), result
             if locks.held_by_other(res[0]):
                 result.state = R.LOCKED
@@ -110,8 +115,12 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
 
 
 def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=None):
-    res = s.run([plan.prepare] if prelocked else [plan.lock, plan.prepare], interruptible=True)
-    result.steps.extend(res)
+    if prelocked and result.prepared is not None:   # prepare ran in the lock pass
+        res = [r for r in result.steps if r.kind == "prepare"]
+        s.runner.facts.update(result.prepared)
+    else:
+        res = s.run([plan.prepare] if prelocked else [plan.lock, plan.prepare], interruptible=True)
+        result.steps.extend(res)
     for r in res:
         if r.status == "ok":
             continue

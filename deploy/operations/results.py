@@ -42,6 +42,7 @@ class HostResult:
     activated_to_verified: float | None = None
     rsync_files: int | None = None
     batch: int | None = None      # the fleet batch it ran in (None: not part of a rollout)
+    prepared: dict | None = None  # the facts of a prepare run in the fleet's lock pass (None: not run there)
 
     def as_dict(self):
         starts = [s.started for s in self.steps if s.started is not None]

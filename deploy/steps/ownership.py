@@ -26,6 +26,13 @@ def _shared_files(ctx):
     return shared.settings["files"] if shared else []
 
 
+def _has_default_acl(ctx, path, users):
+    """The test that skips the recursive setfacl: `path` has the default ACL entry of each user."""
+    test = " && ".join(["getfacl --omit-header {} 2>/dev/null | grep -q {}"] * len(users))
+    args = [a for u in users for a in (path, f"^default:user:{u}:rwx")]
+    return ctx.cmd(test, *args)
+
+
 def plan(settings, ctx):
     web, user = ctx.host.web_user, ctx.host.user
     dirs = [posixpath.join(ctx.release_dir, w) for w in settings["writable"]]
@@ -34,11 +41,17 @@ def plan(settings, ctx):
         # rwX for the pool user and the deploy user, also as default ACLs so files the app
         # creates later (logs, compiled views) stay writable by both.
         spec = f"u:{web}:rwX,d:u:{web}:rwX"
+        users = [web] if ctx.host.is_root else [web, user]
         if not ctx.host.is_root:
             spec += f",u:{user}:rwX,d:u:{user}:rwX"
-        # -L: shared dirs are symlinks into shared/; without it setfacl only touches the link's target dir.
-        commands.append(ctx.cmd("setfacl -L -R -m {}" + " {}" * len(dirs), spec, *dirs, sudo=True,
-                                desc=f"let {web} write the writable dirs (ACL)"))
+        for d, w in zip(dirs, settings["writable"]):
+            # -L: shared dirs are symlinks into shared/; without it setfacl only touches the link's
+            # target dir. A dir that already carries the default ACL (shared storage/, from an
+            # earlier deploy) is not walked again: what was created in it since inherited the
+            # ACL. `fab health` checks what is writable, and `fab heal` walks it when it is not.
+            commands.append(ctx.cmd("setfacl -L -R -m {} {}", spec, d, sudo=True, unless=_has_default_acl(ctx, d, users),
+                                    skipped=f"{w}: has the default ACL already",
+                                    desc=f"let {web} write {w} (ACL; not walked again once set)"))
         for f in _shared_files(ctx):
             s = posixpath.join(ctx.release_dir if ctx.in_place else ctx.paths.shared, f)
             command = "if [ -e {} ]; then setfacl -m {} {}; fi" if ctx.in_place else "setfacl -m {} {}"
