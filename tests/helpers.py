@@ -12,8 +12,11 @@ PROJECT = Path(__file__).resolve().parent.parent
 FAB = str(Path(sys.executable).parent / "fab")
 
 # LAB_SLOT=N keeps this run's sandbox roots and ports apart from other runs on the same machine
-# (several worktrees testing at once): roots get a -sN suffix, ports move up by N * 10000.
+# (several worktrees testing at once): roots get a -sN suffix, ports move up by N * 10000. The
+# labs' ports stay below 13000, so slots 0-5 fit under 65536.
 SLOT = int(os.environ.get("LAB_SLOT", "0"))
+if not 0 <= SLOT <= 5:
+    raise SystemExit(f"LAB_SLOT={SLOT}: use 0 to 5 (ports move up by LAB_SLOT * 10000 and must stay below 65536)")
 
 
 def slot_root(path):
