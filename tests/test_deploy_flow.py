@@ -43,6 +43,7 @@ hosts:
 
 PIPELINE = """
 source: {src}
+strategy: {strategy}
 keep_releases: 3
 steps:
   - sync
@@ -69,6 +70,7 @@ exit 0
 # hook STEP: a pipeline step's work; the test decides per step and release with flag files.
 HOOK = """#!/bin/sh
 bin=$(dirname "$0")
+if [ -e "$bin/$1.$DEPLOY_RELEASE.moves-current" ]; then ln -sfn "releases/$DEPLOY_RELEASE" "$DEPLOY_PATH/current"; fi
 if [ -e "$bin/$1.$DEPLOY_RELEASE.slow" ]; then sleep 60 & echo $! > "$bin/$1.$DEPLOY_RELEASE.pid"; wait $!; fi
 if [ -e "$bin/$1.$DEPLOY_RELEASE.fail" ]; then echo "$1 failed for $DEPLOY_RELEASE (flag)"; exit 1; fi
 echo "$1 ok in $(pwd)"
@@ -98,12 +100,12 @@ class World:
         monkeypatch.setattr("deploy.session.connect", self._connect)
         self.configure()
 
-    def configure(self, command_timeout=60, connect_timeout=2, migrate=False):
+    def configure(self, command_timeout=60, connect_timeout=2, migrate=False, strategy="releases"):
         inv = write(self.tmp / "inv" / "hosts.yml", INVENTORY.format(
             bin=self.bin, root=self.root, command_timeout=command_timeout, connect_timeout=connect_timeout))
         self.inventory = inventory.load(inv)
         self.pipeline = pipeline_mod.load(write(self.tmp / "playbooks" / "p.yml", PIPELINE.format(
-            src=self.src, bin=self.bin, migrate="  - migrate" if migrate else "")))
+            src=self.src, bin=self.bin, strategy=strategy, migrate="  - migrate" if migrate else "")))
 
     def host(self, name="h1"):
         return self.inventory.hosts[name]
@@ -266,6 +268,21 @@ def test_a_step_failing_before_the_switch_removes_the_new_release_and_leaves_cur
     assert_last_history(w, action="deploy", release="r2", state="failed before switch")
     statuses = {s.name: s.status for s in r.steps}
     assert statuses["build"] == "failed" and statuses["activate"] == "skipped" and statuses["discard"] == "ok"
+
+
+def test_the_host_never_removes_the_release_current_points_to_whatever_the_tool_believes(deployed):
+    # A build step that moved current itself, then failed: the tool believes nothing was
+    # switched and discards, but discard.sh asks the host and refuses; the deploy then handles
+    # it as a failure after the switch.
+    w = deployed
+    w.flag("build", "r2", "moves-current")
+    w.flag("build", "r2")
+    r = w.deploy("r2")
+    discard = next(s for s in r.steps if s.name == "discard")
+    assert discard.commands[0].exit_code == planner.IS_LIVE_EXIT and "release r2 is live: not removed" in \
+        discard.commands[0].output
+    assert r.state == ops.ROLLED_BACK and r.switched is True, r.message
+    assert w.live() == "r1" and w.releases() == ["r1", "r2"] and w.bad() == ["r2"] and not w.locked()
 
 
 def test_a_step_failing_after_the_switch_rolls_back_and_marks_the_release_bad(deployed):
@@ -532,6 +549,58 @@ def test_a_host_whose_hold_says_stop_never_switches(deployed):
     assert r.state == ops.FAILED_BEFORE_SWITCH and r.switched is False
     assert "not switched: the migration on h9 failed (exit 1); the new release was removed" in r.message
     assert w.live() == "r1" and w.releases() == ["r1"] and not w.locked()
+
+
+# ---------------------------------------------------------------------------- in place
+
+@pytest.fixture
+def in_place(world):
+    """h1 laid out in place (code directly under the deploy path) with r1 live, its own storage
+    data, the code then changed to v2."""
+    w = world
+    w.configure(strategy="in-place")
+    assert w.deploy("r1").state == ops.DEPLOYED
+    write(w.path() / "storage" / "app" / "upload.txt", "a user's upload\n")
+    w.code("v2")
+    return w
+
+
+def _in_place_live(w):
+    return (w.path() / "RELEASE").read_text().strip(), (w.path() / "public" / "index.php").read_text()
+
+
+def test_in_place_a_deploy_rewrites_the_live_tree_after_a_snapshot(in_place):
+    w = in_place
+    r = w.deploy("r2")
+    assert r.state == ops.DEPLOYED and r.switched is True, r.message
+    assert _in_place_live(w) == ("r2", "<?php echo 'v2';\n")
+    snap = w.path() / ".deploy" / "snapshots" / "r1"
+    assert (snap / "RELEASE").read_text().strip() == "r1" and "v1" in (snap / "public" / "index.php").read_text()
+    assert not (w.path() / "releases").exists() and not (w.path() / "current").exists()
+    assert (w.path() / "storage" / "app" / "upload.txt").read_text() == "a user's upload\n"
+    assert not w.locked()
+    assert_last_history(w, action="deploy", release="r2", state="deployed")
+
+
+def test_in_place_a_failure_after_sync_restores_the_snapshot(in_place):
+    # In place the live tree changed as soon as sync wrote into it: a failure before activate
+    # is a failure after the switch (docs/pipeline.md, the in-place strategy).
+    w = in_place
+    w.flag("build", "r2")
+    r = w.deploy("r2")
+    assert r.state == ops.ROLLED_BACK and r.switched is True, r.message
+    assert _in_place_live(w) == ("r1", "<?php echo 'v1';\n")
+    assert w.bad() == ["r2"] and not w.locked()
+    assert (w.path() / "storage" / "app" / "upload.txt").read_text() == "a user's upload\n"
+    assert _status(r, "activate (rollback)") == "ok"
+
+
+def test_in_place_interrupted_before_sync_changes_nothing(in_place):
+    w = in_place
+    w.on("step", "prepare", w.stop.set)
+    r = w.deploy("r2")
+    assert r.state == ops.UNTOUCHED and r.switched is False, r.message
+    assert _in_place_live(w) == ("r1", "<?php echo 'v1';\n") and not w.locked()
 
 
 # ---------------------------------------------------------------------------- fab rollback
