@@ -4,6 +4,8 @@ local process). No SSH, no root. Faults are injected by rules on the session's m
 
     t = LocalTransport(host)
     t.lose_after("E 3")        # the connection dies right after command 3 ended
+    t.lose_before("E 3")       # ...or just before its end marker reached the tool: command 3
+                               # ran on the host, the tool never heard how it ended
     t.hang_after("B 2")        # the session goes silent (like a frozen sshd)
     t.reconnects = False       # and it does not come back
 
@@ -38,6 +40,10 @@ class LocalTransport:
     # -- faults
     def lose_after(self, marker):
         self.rules.append((marker, "lose"))
+        return self
+
+    def lose_before(self, marker):
+        self.rules.append((marker, "lose before"))
         return self
 
     def hang_after(self, marker):
@@ -81,6 +87,7 @@ class LocalTransport:
         if not keep_stdin:
             proc.stdin.close()
         out, err, buf = [], [], ""
+        heard = ""     # the complete lines before the current one: what a "lose before" delivers
         hung = 0.0     # when the session went silent (a "hang" rule)
         streams = [proc.stdout, proc.stderr]
         try:
@@ -109,7 +116,12 @@ class LocalTransport:
                                     self.connected = False
                                     raise SessionLost(f"connection to {self.host.name} lost (fake, after {marker})",
                                                       "".join(out))
+                                if action == "lose before":
+                                    self.connected = False
+                                    raise SessionLost(f"connection to {self.host.name} lost (fake, before {marker})",
+                                                      heard)
                                 hung = time.monotonic()
+                        heard += line + "\n"
                     reply = on_output(text) if on_output and not hung else None
                     if reply is not None and proc.stdin and not proc.stdin.closed:
                         proc.stdin.write(reply.encode())

@@ -240,7 +240,8 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=
         reason += "; healing did not help (" + (", ".join(a["action"] for a in actions) or "nothing to try") + ")"
     # Failed after the switch: go back to the previous release and prove the pool runs it.
     if not result.previous:
-        mark = planner.rollback(host, pipeline, release, operator, failed=release, reason=reason)[0]
+        mark = next(st for st in planner.rollback(host, pipeline, release, operator, failed=release, reason=reason)
+                    if st.kind == "mark")
         result.steps.extend(s.run([mark]))
         result.state = R.NEEDS_HUMAN
         result.message = f"{reason}; no previous release to roll back to, {release} stays live (marked bad)"
@@ -248,11 +249,11 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=
         return
     result.actions.append({"action": "rollback", "to": result.previous, "why": reason})
     result.switched = None  # until the rollback ends, current is one of the two: see deploy_host
-    rb = s.run(planner.rollback(host, pipeline, result.previous, operator, failed=release, reason=reason,
-                                action="auto-rollback"))
+    rb = _not_stopped(s, planner.rollback(host, pipeline, result.previous, operator, failed=release, reason=reason,
+                                          action="auto-rollback"))
     result.steps.extend(rb)
     result.switched = True
-    failed_rb = next((r for r in rb if r.status == "failed"), None)
+    failed_rb = next((r for r in rb if r.status != "ok"), None)
     if failed_rb:
         result.state = R.NEEDS_HUMAN
         result.message = f"{reason}; rollback to {result.previous} FAILED: {failure_text(failed_rb)}"
@@ -288,6 +289,17 @@ def needs_human_record(s, host, pipeline, release, operator, message, action="de
             *planner.closing(ctx, operator)])])
     except TransportError:   # best effort on a path that is already failing
         pass
+
+
+def _not_stopped(s, steps):
+    """Run a rollback after a failure after the switch to its end: its gate must not answer
+    "stop" to a signal that came once the host had switched (a switched host ends on a proven
+    release, docs/commands.md)."""
+    stop, s.runner.stop = s.runner.stop, None
+    try:
+        return s.run(steps)
+    finally:
+        s.runner.stop = stop
 
 
 def _activated_at(res, switch_index):
