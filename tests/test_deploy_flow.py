@@ -22,7 +22,7 @@ import time
 import pytest
 
 from deploy import fleet as fleet_mod
-from deploy import inventory, operations as ops, pipeline as pipeline_mod, plan as planner
+from deploy import inventory, operations as ops, pipeline as pipeline_mod, plan as planner, rollout
 from deploy.cli import exit_code
 from deploy.errors import EXIT_FAILED, EXIT_NEEDS_HUMAN, EXIT_OK
 from fakehost import LocalTransport
@@ -512,7 +512,7 @@ def test_a_second_signal_after_the_switch_leaves_the_new_release_live_and_says_s
 
 def _fleet(world, release):
     hosts = [world.host("h1"), world.host("h2")]
-    primary, hosts = fleet_mod.primary(hosts, world.pipeline)
+    primary, hosts = rollout.primary(hosts, world.pipeline)
     plans = {h.name: planner.deploy(h, world.pipeline, release, OP, primary=primary) for h in hosts}
     fleet = fleet_mod.Fleet(hosts, world.pipeline, OP, world.emit, parallel=2, plans=plans, primary=primary)
     return {r.host: r for r in fleet.deploy(release)}

@@ -25,7 +25,7 @@ running it: `[local]` (runs on the controller: rsync), `[gate]` (the switch: wai
 {dir} (the case's directory), {python} (this interpreter), {project} (the repository), and
 every deploy/remote program's hash as HASH (the programs' text is tested on its own, in
 tests/test_remote_scripts.py). The hosts of a fleet are planned as `fab deploy` plans them:
-the primary (deploy/fleet.py primary()) first, every plan naming it.
+the primary (deploy/rollout.py primary()) first, every plan naming it.
 
 After a deliberate change of the plans, regenerate the expectations and review the diff:
 
@@ -45,7 +45,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deploy import fleet, inventory, pipeline, plan
+from deploy import inventory, pipeline, plan, rollout
 from deploy.errors import ConfigError
 from helpers import PROJECT, write
 
@@ -63,7 +63,7 @@ def make(case, tmp_path):
         pipe = pipeline.load(write(tmp_path / "playbooks" / "p.yml", case["pipeline"]))
         hosts = inv.select(case["host"]) if case.get("host") else list(inv.hosts.values())
         release = plan.check_release_id(str(case["release"]))
-        primary, hosts = fleet.primary(hosts, pipe)
+        primary, hosts = rollout.primary(hosts, pipe)
         plans = {h.name: plan.deploy(h, pipe, release, OP, primary=primary) for h in hosts}
     except ConfigError as exc:
         return None, placeholders(str(exc), tmp_path)
