@@ -1,7 +1,9 @@
 """Inventory: hosts/*.yml -> typed Host objects.
 
 Every file may have `defaults` (inherited by its hosts, a host overrides key by key, `fpm`
-merged one level deep), `hosts` and `groups`. Host and group names are unique across files.
+merged one level deep), `hosts`, `groups` and `example`. Host and group names are unique across files.
+A file with `example: true` (hosts/example.yml) can be planned but never connected to:
+check_controller_files() refuses its hosts, so nothing that connects ever reaches them.
 Values are checked by the rules of deploy/values.py; the files a connection needs on the
 controller (key, known_hosts) are checked by check_controller_files() before connecting.
 """
@@ -59,6 +61,7 @@ class Host:
     stall_timeout: int = 15
     workers: Workers = field(default_factory=Workers)
     primary: bool = False          # runs the fleet's once-per-deploy steps (migrate)
+    example: str | None = None     # "file:line" of the file's `example: true`: planned, never connected to
     env: dict = field(default_factory=dict, hash=False, compare=False)  # for run steps; see envvars
     source: str = ""               # "file:line", for messages
     # key -> (file, line, key path) of the inventory entry a value came from, for messages
@@ -176,6 +179,7 @@ def _load_file(file):
     defaults = top.section("defaults")
     hosts_section = top.section("hosts", required=True, hint="list the hosts, e.g. hosts: {prod1: {address: 10.0.0.11}}")
     groups_section = top.section("groups")
+    example = f"{file}:{top.line_of('example')}" if top.boolean("example", False) else None
     top.done()
     _check_keys(defaults, HOST_KEYS - {"address"})
     # The file's defaults are checked once, then each host's own settings on top of them.
@@ -193,7 +197,7 @@ def _load_file(file):
         line = hosts_section.line_of(name)
         host_section = yamlfile.Section(raw, file, f"hosts.{name}", line)
         _check_keys(host_section, HOST_KEYS)
-        hosts[name] = _build_host(name, host_section, base, f"{file}:{line}")
+        hosts[name] = _build_host(name, host_section, base, f"{file}:{line}", example)
     groups = {}
     for name in groups_section.data:
         _check_name(groups_section, name, "group")
@@ -278,7 +282,7 @@ def _settings(section):
     return out
 
 
-def _build_host(name, host, base, source):
+def _build_host(name, host, base, source, example=None):
     """A host's own value wins over the file's defaults, which win over the tool's default;
     fpm and env merge one level deep."""
     address = host.string("address", required=True, hint="the IP address or DNS name to connect to",
@@ -290,7 +294,7 @@ def _build_host(name, host, base, source):
     merged = {**base, **own, "fpm": Fpm(**fpm), "env": {**base["env"], **own["env"]},
               "workers": Workers(**{**base["workers"], **own["workers"]}),
               "origins": {**base["origins"], **own["origins"]}}
-    return Host(name=name, address=address, source=source, **merged)
+    return Host(name=name, address=address, source=source, example=example, **merged)
 
 
 FPM_RULES = {"socket": {"rule": values.fpm_socket},
@@ -301,9 +305,11 @@ FPM_RULES = {"socket": {"rule": values.fpm_socket},
 # ---------------------------------------------------------------------------- the controller's files
 
 def check_controller_files(hosts):
-    """Before connecting: every key file exists and is a readable file; every known_hosts is a
-    file, and exists unless host_key_policy is accept-new (which creates it). Raises ConfigError
-    naming the inventory entry. `fab plan` does not call it (it never connects)."""
+    """Before connecting: no host comes from an example file; every key file exists and is a
+    readable file; every known_hosts is a file, and exists unless host_key_policy is accept-new
+    (which creates it). Raises ConfigError naming the inventory entry. Every command that
+    connects calls it first; `fab plan` does not (it never connects)."""
+    refuse_examples(hosts)
     for host in hosts:
         if host.key:
             path = os.path.expanduser(host.key)
@@ -333,6 +339,19 @@ def check_controller_files(hosts):
         elif not os.access(path, os.R_OK):
             raise _origin_error(host, "known_hosts", f"known_hosts {path} cannot be read by this user (host {host.name})",
                                 "fix its permissions, or point known_hosts at a readable file")
+
+
+def refuse_examples(hosts):
+    """An example inventory (`example: true`) is there to be read and planned: a command that
+    would connect to one of its hosts stops here, before any connection."""
+    for host in hosts:
+        if host.example:
+            file, line = host.example.rsplit(":", 1)
+            raise ConfigError(f"host '{host.name}' is an example (this file says example: true): "
+                              "nothing connects to it; fab plan shows what a deploy would run",
+                              file, int(line), "example",
+                              "copy the file to hosts/NAME.yml, remove its `example: true` line, rename the hosts "
+                              "and set your own addresses (hosts/README.md)")
 
 
 def _file_problem(path):

@@ -222,48 +222,55 @@ def sudo_commands(steps, host):
     """What to ask `sudo -n -l` about: each command the plan runs through sudo, by its words.
 
     A compound command is `sh -c SCRIPT` for sudo; an inventory command written with `sudo`
-    (fpm.reload) is asked about by its program only when its arguments need a shell. Words that
-    hold a secret stay secret (masked in the report)."""
+    (fpm.reload, workers.restart), alone or inside a step's shell text, is asked about by its
+    words, or by its program only when its arguments need a shell. Words that hold a secret stay
+    secret (masked in the report)."""
     checks, shown, unchecked = [], [], []
     if host.is_root:
         return {"checks": checks, "shown": shown, "unchecked": unchecked}
     seen = set()
     for s in steps:
         for c in s.commands:
-            words = None
+            asks = []   # (words, masked words) of each sudo this command runs
             if c.sudo:
-                words = shlex.split(c.render_command(reveal=True))[2:]   # after "sudo -n"
-                masked = shlex.split(c.render_command())[2:]
-            elif c.template == "{}" and len(c.args) == 1 and isinstance(c.args[0], Raw):
-                text = c.args[0].text.strip()
-                if not text.startswith("sudo "):
+                asks.append((shlex.split(c.render_command(reveal=True))[2:], shlex.split(c.render_command())[2:]))   # after "sudo -n"
+            # Inventory commands (fpm.reload, workers.restart) run as written, alone or inside a
+            # step's own shell text (fpm_reload when: needed, the workers' `cd ... && ...`).
+            for raw in (a for a in c.args if isinstance(a, Raw)):
+                words = _inventory_sudo(raw.text.strip(), unchecked)
+                if words:
+                    asks.append((words, words))
+            for words, masked in asks:
+                key = tuple(words)
+                if key in seen:
                     continue
-                try:
-                    parts = shlex.split(text)
-                except ValueError:
-                    unchecked.append(text)
-                    continue
-                parts = parts[1:]
-                while parts and parts[0].startswith("-"):
-                    if parts[0] in ("-u", "-g", "-C", "-D", "-h", "-p", "-R", "-T", "-U"):
-                        parts = parts[2:]
-                    else:
-                        parts = parts[1:]
-                if not parts:
-                    continue
-                syntax = any(ch in text for ch in "$`|;&<>")
-                words = parts[:1] if syntax else parts
-                masked = words
-            if not words:
-                continue
-            key = tuple(words)
-            if key in seen:
-                continue
-            seen.add(key)
-            secret = set(c.secrets)
-            checks.append([Secret(w) if any(v and v in w for v in secret) else w for w in words])
-            shown.append(" ".join(shlex.quote(w) for w in masked) if not secret else " ".join(masked))
+                seen.add(key)
+                secret = set(c.secrets)
+                checks.append([Secret(w) if any(v and v in w for v in secret) else w for w in words])
+                shown.append(" ".join(shlex.quote(w) for w in masked) if not secret else " ".join(masked))
     return {"checks": checks, "shown": shown, "unchecked": unchecked}
+
+
+def _inventory_sudo(text, unchecked):
+    """The words to ask sudo about for an inventory command written with `sudo`: its program and
+    arguments, or its program alone when its arguments need a shell; None when it uses no sudo."""
+    if not text.startswith("sudo "):
+        return None
+    try:
+        parts = shlex.split(text)
+    except ValueError:
+        unchecked.append(text)
+        return None
+    parts = parts[1:]
+    while parts and parts[0].startswith("-"):
+        if parts[0] in ("-u", "-g", "-C", "-D", "-h", "-p", "-R", "-T", "-U"):
+            parts = parts[2:]
+        else:
+            parts = parts[1:]
+    if not parts:
+        return None
+    syntax = any(ch in text for ch in "$`|;&<>")
+    return parts[:1] if syntax else parts
 
 
 def dry_run_command(steps, host, ctx, live):
