@@ -131,6 +131,8 @@ def run_plan(args, options, monkeypatch):
         monkeypatch.setenv(name, f"example-{name}")
     width = int(options.get("width", 100))
     monkeypatch.setenv("COLUMNS", str(width))
+    for name in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE"):  # plain text, as in a pipe
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(planner.Operator, "here", classmethod(lambda cls, run=None: OPERATOR))
     out = io.StringIO()
     code = cli_plan.plan_cmd(args.host, args.inventory, args.pipeline, args.source, args.release, args.serial,
@@ -143,7 +145,8 @@ def run_plan(args, options, monkeypatch):
 def reader_view(text):
     """The output as on a reader's machine (module docstring)."""
     text = text.replace(sys.executable, READER_PYTHON).replace(str(PROJECT), READER_PROJECT)
-    return re.sub(r"\(git commit [0-9a-f]{40}(, with uncommitted changes)?\)", f"(git commit {GIT_COMMIT})", text)
+    # A checkout with uncommitted changes, or none at all (an unpacked archive), reads as a clean one.
+    return re.sub(r"^(  source     \S+)(  \(git commit .*\))?$", rf"\1  (git commit {GIT_COMMIT})", text, flags=re.M)
 
 
 def sections(lines, host=None):
