@@ -358,7 +358,7 @@ hand-written deploys, in the same run, and writes the tables below (`--write`).
 |---|---|---|
 | tool | `fab deploy --parallel P` with the default pipeline (`playbooks/laravel.yml`) | what the tool does today (see the counts below) |
 | lean.sh | `bench/lean.sh`: the leanest correct hand-written script, what users compare with | 1 OpenSSH connection (ControlMaster), 2 sessions: rsync `--link-dest`, then one script (shared links, ACLs, the four artisan cache commands one by one, atomic switch, FPM reload, curl until the new release id answers, prune) |
-| baseline.sh | `bench/baseline.sh`: hand-written, doing the tool's own extra work too (lock, fpmctl upload, OPCache reset in the pool, pool probe, history): like for like | 1 OpenSSH connection, 4 sessions |
+| baseline.sh | `bench/baseline.sh`: hand-written, doing the tool's own extra work too (lock, the pool programs sent as a tar in its first session, OPCache reset in the pool, pool probe, history): like for like | 1 OpenSSH connection, 4 sessions |
 | fabric_plain.py | `bench/fabric_plain.py`: a plain Fabric script, one `c.run` per command, hosts in threads, rsync by `c.local` | 2 connections (paramiko + rsync's ssh), a session per command |
 
 All four run the same remote work that matters (rsync with `--link-dest`, the same excludes,
@@ -424,7 +424,7 @@ about 15 minutes on a quiet 2-core machine, 20 when it is shared):
 | `--keep-work` | off | keep logs and JSON reports |
 
 Every label stored in `bench/results/` gets a column in the targets table and its own section
-below; "before" is today's tool, measured before the speed work.
+below; "before" is the tool as it was before the speed work, "after" the tool with it.
 """
 
 
@@ -437,7 +437,7 @@ def write_doc():
             notes = old.split(NOTES_MARK, 1)[1]
     parts = [METHOD, "## Targets", "",
              "Ratios measured in one run (\" / \" separates the runs of `--repeat`); ✓ meets the target. "
-             "\"before\" is today's tool, measured before the speed work.", "",
+             "\"before\" is the tool as it was before the speed work, \"after\" the tool with it.", "",
              targets_table(all_labels), ""]
     for label, phases in all_labels.items():
         parts += [render_results(phases, label), ""]
