@@ -43,8 +43,9 @@ demo: lab-up
 test: deps
 	$(BIN)/pytest -q -p no:cacheprovider
 
+# Every test that needs no sandbox host, four at a time (many wait on timeouts and signals).
 unit: venv
-	$(BIN)/pytest -q -p no:cacheprovider -m 'not lab' tests/
+	$(BIN)/pytest -q -p no:cacheprovider -n 4 -m 'not lab' tests/
 
 # The benchmark (docs/benchmark.md): every phase, about 20 minutes; results stored as
 # bench/results/$(BENCH_LABEL).json and written into docs/benchmark.md. Parts: BENCH_ARGS="--phase wan".
