@@ -51,13 +51,12 @@ unit: venv
 # bench/results/$(BENCH_LABEL).json and written into docs/benchmark.md. Parts: BENCH_ARGS="--phase wan".
 BENCH_LABEL ?= latest
 BENCH_ARGS ?=
-bench: deps
+bench: deps bench-load
 	$(BIN)/python bench/bench.py --write --label $(BENCH_LABEL) $(BENCH_ARGS)
 
 # Failed requests under load during deploy, rollback and heal, before and after (docs/benchmark.md).
 bench-load: deps
 	$(BIN)/python bench/load.py
-bench: bench-load
 
 clean: lab-down
 	rm -rf $(VENV) *.egg-info
