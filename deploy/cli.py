@@ -426,15 +426,15 @@ def lab_up(hosts=None, stack=True, latency=None, reporter=None):
     lab.ensure_packages()
     started = lab.up(count, stack=stack, latency_ms=float(latency_ms))
     for h in started:
-        via = f" (+{h['latency_ms']:g} ms each way)" if h.get("proxy_port") else ""
-        reporter.message(f"{h['name']}: ssh 127.0.0.1:{h['port']}{via}  http://127.0.0.1:{h['http_port']}/version"
-                         f"  {h['deploy_path']}")
-        if h.get("stack"):
-            reporter.message(f"      workers: {h['stack']['supervisor']['restart']}")
-    if started and started[-1].get("stack"):
-        db, redis = started[-1]["stack"]["db"], started[-1]["stack"]["redis"]
-        reporter.message(f"stack: mariadb 127.0.0.1:{db['port']} (database {db['database']}, user {db['username']}, "
-                         f"password in {db['conf'].rsplit('/', 1)[0]}/credentials.json)  redis 127.0.0.1:{redis['port']}")
+        via = f" (+{h.latency_ms:g} ms each way)" if h.proxy_port else ""
+        reporter.message(f"{h.name}: ssh 127.0.0.1:{h.port}{via}  http://127.0.0.1:{h.http_port}/version"
+                         f"  {h.deploy_path}")
+        if h.stack:
+            reporter.message(f"      workers: {h.stack.supervisor.restart}")
+    if started and started[-1].stack:
+        db, redis = started[-1].stack.db, started[-1].stack.redis
+        reporter.message(f"stack: mariadb 127.0.0.1:{db.port} (database {db.database}, user {db.username}, "
+                         f"password in {db.conf.rsplit('/', 1)[0]}/credentials.json)  redis 127.0.0.1:{redis.port}")
     return EXIT_OK
 
 

@@ -12,7 +12,10 @@ PROJECT = Path(__file__).resolve().parent.parent
 FAB = str(Path(sys.executable).parent / "fab")
 
 # LAB_SLOT=N keeps this run's sandbox roots and ports apart from other runs on the same machine
-# (several worktrees testing at once): roots get a -sN suffix, ports move up by N * 10000.
+# (several worktrees testing at once): roots get a -sN suffix, ports move up by N * 10000. Past
+# 65535 (slots 6 and up) they wrap around by 64000: slot 8 is +16000, 9 +26000, 10 +36000. The
+# tests' bases span less than 10000, so 0, 8, 9 and 10 never share a port, but a wrapped slot
+# does share ports with two low ones (9 with 2 and 3): do not run those at the same time.
 SLOT = int(os.environ.get("LAB_SLOT", "0"))
 
 
@@ -21,7 +24,10 @@ def slot_root(path):
 
 
 def slot_port(base):
-    return base + 10000 * SLOT
+    port = base + 10000 * SLOT
+    while port > 65535:
+        port -= 64000
+    return port
 
 
 def write(path, text):
