@@ -125,18 +125,27 @@ def heal(c, host=None, inventory=None, pipeline=None, json=False, attempts=None)
     "hosts": "how many sandbox hosts, >= 1 (default 3)",
     "stack": "also the app stack (default on; --no-stack skips it): one MariaDB and one Redis for the lab, "
              "a supervisord per host running the queue workers and the scheduler",
-    "latency": "delay every SSH byte MS each way (a relay in front of each sshd; round trip 2 x MS)"})
-def lab_up(c, hosts=None, stack=True, latency=None):
+    "latency": "delay every SSH byte MS each way (a relay in front of each sshd; round trip 2 x MS)",
+    "root": "the sandbox directory (default /srv/lab): another one for a lab of your own",
+    "inventory": "the inventory file to write (default hosts/lab.yml)",
+    "ssh-base": "host labN's sshd listens on BASE+N (default 2200)",
+    "http-base": "host labN's nginx listens on BASE+N (default 8000)",
+    "db-port": "the stack's MariaDB port (default 3307)",
+    "redis-port": "the stack's Redis port (default 6380)"})
+def lab_up(c, hosts=None, stack=True, latency=None, root=None, inventory=None, ssh_base=None, http_base=None,
+           db_port=None, redis_port=None):
     """Start local sandbox hosts: real sshd, PHP-FPM (OPCache on) and nginx per host, and the app stack; writes hosts/lab.yml."""
     from deploy import cli
-    _done(cli.lab_up(hosts, stack=stack, latency=latency))
+    _done(cli.lab_up(hosts, stack=stack, latency=latency, root=root, inventory=inventory, ssh_base=ssh_base,
+                     http_base=http_base, db_port=db_port, redis_port=redis_port))
 
 
-@task(auto_shortflags=False, help={"purge": "also delete the sandbox directory (/srv/lab)"})
-def lab_down(c, purge=False):
+@task(auto_shortflags=False, help={"purge": "also delete the sandbox directory (/srv/lab)",
+                                   "root": "the sandbox directory (default /srv/lab)"})
+def lab_down(c, purge=False, root=None):
     """Stop the sandbox hosts."""
     from deploy import lab
-    lab.down(purge=purge)
+    lab.down(root or lab.DEFAULT_ROOT, purge=purge)
 
 
 lab_ns = Collection("lab")

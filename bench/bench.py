@@ -86,7 +86,7 @@ def start_lab(root, count, ctx, phase, **kw):
     if kw.get("latency_ms"):
         kw["proxy_base"] = shifted[2]
     hosts = lab.up(count, root, None, shifted[0], shifted[1], **kw)
-    hosts = sorted((h for h in hosts if h["index"] <= count), key=lambda h: h["index"])
+    hosts = sorted((h for h in hosts if h.index <= count), key=lambda h: h.index)
     log(f"{count} lab host(s) up under {root} in {time.monotonic() - t0:.1f}s")
     return hosts, time.monotonic() - t0
 
@@ -239,7 +239,7 @@ def phase_scale(args, ctx):
                 touch_source(ctx["source"], release)
                 sshd = SshdLogs(sub)
                 sshd.mark()
-                with ConnectionSampler([h["ssh_port"] for h in sub]) as sampler:
+                with ConnectionSampler([h.ssh_port for h in sub]) as sampler:
                     r = dep.deploy("tool", release, ctx["source"], serial=serial, on_start=sampler.watch)
                 counts = sshd.counts()
                 row = {"k": k, "parallel": dep.parallel, "serial": serial, "wall": r["wall"],
@@ -262,11 +262,9 @@ def _lab_memory(hosts):
     total = 0
     pids = []
     for h in hosts:
-        info = lab.host_info(h["name"], h["root"])
-        for key in ("sshd_pid", "fpm_pid", "nginx_pid"):
-            if info.get(key):
-                pids.append(info[key])
-        pids += info["fpm_workers"] + info["nginx_workers"]
+        info = lab.host_info(h.name, h.root)
+        pids += [p for p in (info.pids.sshd, info.pids.fpm, info.pids.nginx) if p]
+        pids += info.pids.fpm_workers + info.pids.nginx_workers
     for pid in pids:
         try:
             for line in open(f"/proc/{pid}/smaps_rollup"):
@@ -325,14 +323,14 @@ def phase_bigapp(args, ctx):
     h = hosts[0]
     out = {"tree": tree, "storage_files": args.big_storage, "rounds": []}
     try:
-        shared = Path(h["deploy_path"]) / "shared"
+        shared = Path(h.deploy_path) / "shared"
         t0 = time.monotonic()
         bigapp.make_storage(shared / "storage", src / "storage", files=args.big_storage)
         log(f"bigapp: {args.big_storage} files in {shared / 'storage'} in {time.monotonic() - t0:.1f}s")
         dep = Deployer(root, hosts, work, 1)
         sshd = SshdLogs(hosts)
-        ssh = shlex.join(lab.ssh_command(h["name"], root)[:-1])
-        scratch = Path(h["dir"]) / "rsync-alone"
+        ssh = shlex.join(lab.ssh_command(h.name, root)[:-1])
+        scratch = Path(h.dir) / "rsync-alone"
         rsync_cmd = _tool_rsync_command(dep, src)
         for n in range(args.big_rounds):
             row = {}
@@ -343,9 +341,9 @@ def phase_bigapp(args, ctx):
                 release = f"b{n + 1}-{case}"
                 alone = _rsync_alone(rsync_cmd, ssh, h, scratch / release, work / f"alone-{release}.log")
                 r = measured_deploy(dep, "tool", release, src, sshd)
-                sync = tool_sync(r["report"])[h["name"]]
+                sync = tool_sync(r["report"])[h.name]
                 row[case] = {"tool_wall": r["wall"], "tool_sync": sync["duration"], "tool_sent": sync["sent"],
-                             "tool_files": sync["files"], "steps": step_times(r["report"])[h["name"]],
+                             "tool_files": sync["files"], "steps": step_times(r["report"])[h.name],
                              "sessions": r["per_host"]["sessions"], "alone_wall": alone["wall"],
                              "alone_sent": alone["sent"], "alone_files": alone["files"]}
                 if case != "first" and "lean" in args.contenders:
@@ -381,7 +379,7 @@ def _rsync_alone(argv, ssh, h, dest, logfile):
     i = argv.index("-e")
     argv[i + 1] = ssh
     argv[-1] = argv[-1].split(":", 1)[0] + ":" + str(dest) + "/"
-    subprocess.run(lab.ssh_command(h["name"], h["root"]) + [f"mkdir -p {shlex.quote(str(dest.parent))}"], check=True)
+    subprocess.run(lab.ssh_command(h.name, h.root) + [f"mkdir -p {shlex.quote(str(dest.parent))}"], check=True)
     r = run_measured(argv, logfile)
     if r["code"] != 0:
         raise BenchError(f"rsync alone exited {r['code']}:\n{tail(logfile)}")
@@ -391,7 +389,7 @@ def _rsync_alone(argv, ssh, h, dest, logfile):
 
 def _wipe_releases(h):
     """A first deploy again: no releases, no current, no tool state; shared/ is kept."""
-    app = Path(h["deploy_path"])
+    app = Path(h.deploy_path)
     for name in ("releases", ".deploy"):
         shutil.rmtree(app / name, ignore_errors=True)
     for name in ("current", ".current.tmp"):

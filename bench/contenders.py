@@ -41,9 +41,9 @@ class Deployer:
         self.inventory.write_text(lab.inventory_yaml(root, hosts))
         self.hosts_file = self.work / "hosts.txt"
         self.hosts_file.write_text("".join(
-            f"127.0.0.1 {h['port']} {h['deploy_path']} {h['fpm_pid_file']} {h['health_url']}\n" for h in hosts))
-        self.key = hosts[0]["key"]
-        self.known_hosts = hosts[0]["known_hosts"]
+            f"127.0.0.1 {h.port} {h.deploy_path} {h.fpm_pid_file} {h.health_url}\n" for h in hosts))
+        self.key = hosts[0].key
+        self.known_hosts = hosts[0].known_hosts
 
     def deploy(self, who, release, source, serial=None, on_start=None):
         """One deploy of `release` by `who` to every host; returns the measurements."""
@@ -85,9 +85,9 @@ class Deployer:
     def _baseline_args(self, release, source):
         lines = []
         for h in self.hosts:
-            args = ["--host", "127.0.0.1", "--port", h["port"], "--path", h["deploy_path"],
-                    "--socket", h["socket"], "--pid-file", h["fpm_pid_file"], "--health-url", h["health_url"],
-                    "--release", release, "--source", source, "--key", h["key"], "--known-hosts", h["known_hosts"]]
+            args = ["--host", "127.0.0.1", "--port", h.port, "--path", h.deploy_path,
+                    "--socket", h.socket, "--pid-file", h.fpm_pid_file, "--health-url", h.health_url,
+                    "--release", release, "--source", source, "--key", h.key, "--known-hosts", h.known_hosts]
             lines.append(" ".join(shlex.quote(str(a)) for a in [str(BASELINE)] + args))
         path = self.work / f"baseline-{release}.args"
         path.write_text("\n".join(lines) + "\n")

@@ -148,7 +148,7 @@ class Bench:
     def measured(self, pipeline, *argv, expect=None, ok=(0,)):
         """fab ARGV while every host's nginx is under load; the counts of each host's load.
         `expect`: text fab's output must contain (the operation did what it is measured for)."""
-        loads = [Load(h["health_url"], rate=RATE) for h in self.hosts]
+        loads = [Load(h.health_url, rate=RATE) for h in self.hosts]
         for load in loads:
             load.start()
         try:
@@ -162,10 +162,10 @@ class Bench:
 
     def pools(self, pct, directives=None):
         for h in self.hosts:
-            lab.fpm_restart(h["name"], root=self.args.root, process_control_timeout=pct, directives=directives or {})
+            lab.fpm_restart(h.name, root=self.args.root, process_control_timeout=pct, directives=directives or {})
 
     def release_dir(self, h):
-        return Path(h["deploy_path"]).joinpath("current").resolve()
+        return Path(h.deploy_path).joinpath("current").resolve()
 
     def patch(self, tag):
         """The incident's hot fix: the live controller edited in place, which the pool does not
@@ -184,9 +184,9 @@ class Bench:
     def warm(self, expect):
         """Every host answers `expect` (and its controller is cached in its pool)."""
         for h in self.hosts:
-            status, body = get(h["health_url"])
+            status, body = get(h.health_url)
             if (status, body) != (200, expect):
-                raise BenchError(f"{h['name']} answers {status} {body!r}, want {expect!r}")
+                raise BenchError(f"{h.name} answers {status} {body!r}, want {expect!r}")
 
     def round(self, key, pipeline, pct, rnd, rows):
         rel = f"{key}{rnd}"
@@ -222,12 +222,12 @@ class Bench:
     def components(self, n):
         """Each moment alone, under a closed-loop load on lab1: what drops requests?"""
         h = self.hosts[0]
-        root = Path(h["deploy_path"])
+        root = Path(h.deploy_path)
         releases = sorted((p.name for p in (root / "releases").iterdir() if (p / "RELEASE").exists()),
                           key=lambda r: (root / "releases" / r / "RELEASE").stat().st_mtime)[-2:]
         live = os.readlink(root / "current")
         fpmctl = [shutil.which("php"), str(root / ".deploy" / "bin" / "fpmctl.php"), "reset",
-                  f"--socket={h['socket']}", f"--deploy-path={root}"]
+                  f"--socket={h.socket}", f"--deploy-path={root}"]
 
         def switch():
             for i in range(n):
@@ -245,7 +245,7 @@ class Bench:
 
         def reload():
             for _ in range(n):
-                pid = int(Path(h["fpm_pid_file"]).read_text().split()[0])
+                pid = int(Path(h.fpm_pid_file).read_text().split()[0])
                 os.kill(pid, signal.SIGUSR2)   # what `systemctl reload php8.2-fpm` sends
                 time.sleep(1.0)
 
@@ -255,7 +255,7 @@ class Bench:
                                   ("reload, process_control_timeout = 10s", reload, 10)]:
             self.pools(pct)
             log(f"components: {name} x{n}")
-            with Load(h["health_url"], rate=0, connections=8) as load:
+            with Load(h.health_url, rate=0, connections=8) as load:
                 action()
                 time.sleep(0.5)
             out[name] = load.result

@@ -87,19 +87,19 @@ class SshdLogs:
         self.offsets = {}
 
     def mark(self):
-        self.offsets = {h["name"]: _size(h["sshd_log"]) for h in self.hosts}
+        self.offsets = {h.name: _size(h.sshd_log) for h in self.hosts}
 
     def counts(self):
         out = {}
         for h in self.hosts:
             try:
-                with open(h["sshd_log"], "rb") as fh:
-                    fh.seek(self.offsets.get(h["name"], 0))
+                with open(h.sshd_log, "rb") as fh:
+                    fh.seek(self.offsets.get(h.name, 0))
                     text = fh.read().decode(errors="replace")
             except OSError:
                 text = ""
             lines = text.splitlines()
-            out[h["name"]] = {
+            out[h.name] = {
                 "connections": sum("Accepted publickey for" in line for line in lines),
                 "sessions": sum(line.startswith("Starting session:") for line in lines),
                 "sftp": sum("Starting session: subsystem 'sftp'" in line for line in lines),
@@ -124,17 +124,17 @@ class RelayCounters:
         from deploy.lab import latency
 
         self.latency = latency
-        self.hosts = [h for h in hosts if h.get("proxy_port")]
+        self.hosts = [h for h in hosts if h.proxy_port]
         self.before = {}
 
     def mark(self):
-        self.before = {h["name"]: self.latency.stats(h["latency_ctl"]) for h in self.hosts}
+        self.before = {h.name: self.latency.stats(h.latency_ctl) for h in self.hosts}
 
     def counts(self, settle=3.0):
         """Counters since mark(); waits (bounded) until the deploy's connections are closed."""
         deadline = time.monotonic() + settle
         while True:
-            now = {h["name"]: self.latency.stats(h["latency_ctl"]) for h in self.hosts}
+            now = {h.name: self.latency.stats(h.latency_ctl) for h in self.hosts}
             if all(s["open"] == 0 for s in now.values()) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
@@ -243,9 +243,9 @@ def check_live(hosts, release, who):
     """Every host's /version must answer the release id, or the run fails."""
     bad = []
     for h in hosts:
-        status, body = http_body(h["health_url"])
+        status, body = http_body(h.health_url)
         if status != 200 or not re.search(r"(?<![\w.-])" + re.escape(release) + r"(?![\w.-])", body):
-            bad.append(f"{h['name']}: HTTP {status}, body {body[:120]!r} (want {release})")
+            bad.append(f"{h.name}: HTTP {status}, body {body[:120]!r} (want {release})")
     if bad:
         raise BenchError(f"{who} deploy of {release} did not take effect on {len(bad)} host(s):\n  " + "\n  ".join(bad))
 

@@ -294,28 +294,37 @@ def unlock(host, inventory=None, reporter=None):
     return code
 
 
-def lab_up(hosts=None, stack=True, latency=None, reporter=None):
+def lab_up(hosts=None, stack=True, latency=None, root=None, inventory=None, ssh_base=None, http_base=None,
+           db_port=None, redis_port=None, reporter=None):
     """`fab lab.up`: start (or keep) the sandbox hosts, print how to reach them."""
     reporter = reporter or Reporter()
+    from . import lab
     try:
         count = cliargs.parse_count("--hosts", hosts) or 3
         latency_ms = cliargs.parse_count("--latency", latency, minimum=0) or 0
+        cliargs.nonempty("--root", root, "e.g. --root /srv/labmine, or leave it out for /srv/lab")
+        cliargs.nonempty("--inventory", inventory, "e.g. --inventory /tmp/mine.yml, or leave it out for hosts/lab.yml")
+        ssh_base = cliargs.parse_port("--ssh-base", ssh_base, span=count, example=12200)
+        http_base = cliargs.parse_port("--http-base", http_base, span=count, example=18000)
+        db_port = cliargs.parse_port("--db-port", db_port, example=13307)
+        redis_port = cliargs.parse_port("--redis-port", redis_port, example=16380)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
-    from . import lab
     lab.ensure_packages()
-    started = lab.up(count, stack=stack, latency_ms=float(latency_ms))
+    started = lab.up(count, root=root or lab.DEFAULT_ROOT, inventory=inventory or lab.DEFAULT_INVENTORY,
+                     ssh_base=2200 if ssh_base is None else ssh_base, http_base=8000 if http_base is None else http_base,
+                     stack=stack, db_port=db_port, redis_port=redis_port, latency_ms=float(latency_ms))
     for h in started:
-        via = f" (+{h['latency_ms']:g} ms each way)" if h.get("proxy_port") else ""
-        reporter.message(f"{h['name']}: ssh 127.0.0.1:{h['port']}{via}  http://127.0.0.1:{h['http_port']}/version"
-                         f"  {h['deploy_path']}")
-        if h.get("stack"):
-            reporter.message(f"      workers: {h['stack']['supervisor']['restart']}")
-    if started and started[-1].get("stack"):
-        db, redis = started[-1]["stack"]["db"], started[-1]["stack"]["redis"]
-        reporter.message(f"stack: mariadb 127.0.0.1:{db['port']} (database {db['database']}, user {db['username']}, "
-                         f"password in {db['conf'].rsplit('/', 1)[0]}/credentials.json)  redis 127.0.0.1:{redis['port']}")
+        via = f" (+{h.latency_ms:g} ms each way)" if h.proxy_port else ""
+        reporter.message(f"{h.name}: ssh 127.0.0.1:{h.port}{via}  http://127.0.0.1:{h.http_port}/version"
+                         f"  {h.deploy_path}")
+        if h.stack:
+            reporter.message(f"      workers: {h.stack.supervisor.restart}")
+    if started and started[-1].stack:
+        db, redis = started[-1].stack.db, started[-1].stack.redis
+        reporter.message(f"stack: mariadb 127.0.0.1:{db.port} (database {db.database}, user {db.username}, "
+                         f"password in {db.conf.rsplit('/', 1)[0]}/credentials.json)  redis 127.0.0.1:{redis.port}")
     return EXIT_OK
 
 

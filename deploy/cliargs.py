@@ -197,6 +197,18 @@ def parse_count(flag, value, minimum=1):
     return int(text)
 
 
+def parse_port(flag, value, span=0, example=12200):
+    """--ssh-base, --db-port: a TCP port, leaving room for `span` more above it; None when not given."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    top = 65535 - span
+    if not re.fullmatch(r"[0-9]+", text) or not 1 <= int(text) <= top:
+        why = f" (host labN listens on BASE+N, up to BASE+{span})" if span else ""
+        raise flag_error(flag, value, f"expected a port number from 1 to {top}{why}", f"e.g. {flag} {example}")
+    return int(text)
+
+
 def parse_serial(value):
     """--serial 1,25%,100% -> [1, '25%', '100%']; None when not given."""
     if value is None:

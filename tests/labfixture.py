@@ -21,10 +21,10 @@ class Lab:
     def __init__(self, root, inventory, hosts):
         self.root = root
         self.inventory = str(inventory)
-        self.hosts = {h["name"]: h for h in hosts}
+        self.hosts = {h.name: h for h in hosts}
 
     def url(self, name, path="/version"):
-        return f"http://127.0.0.1:{self.hosts[name]['http_port']}{path}"
+        return f"http://127.0.0.1:{self.hosts[name].http_port}{path}"
 
     def get(self, name, path="/version"):
         """(status, body) of an HTTP GET through the host's nginx."""
@@ -35,7 +35,7 @@ class Lab:
             return exc.code, exc.read().decode(errors="replace").strip()
 
     def deploy_path(self, name):
-        return Path(self.hosts[name]["deploy_path"])
+        return Path(self.hosts[name].deploy_path)
 
     def wipe(self, name):
         """A host with nothing deployed, and a pool with an empty OPCache."""

@@ -66,7 +66,7 @@ def test_deploy_r1_then_r2_serves_each_and_sends_only_the_changed_file(lab, host
 
     changed = app_copy(tmp_path, edit={"resources/views/welcome.blade.php": lambda s: s + "\n<!-- r2 -->\n"})
     report = tmp_path / "r2.json"
-    sshd_log = Path(lab.hosts[host]["sshd_log"])
+    sshd_log = Path(lab.hosts[host].sshd_log)
     logins = sshd_log.read_text().count("Accepted publickey")
     r = deploy(lab, host, "r2", pipe(tmp_path, source=changed, name="p2.yml"), "--report", str(report))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -210,7 +210,7 @@ def test_commands_a_real_deploy_runs_equal_the_plan(lab, host, tmp_path):
 
 def test_plan_changes_nothing_and_connects_to_nothing(lab, host, tmp_path):
     # Same host, but its sshd port is closed: a plan must still print every command.
-    text = open(lab.inventory).read().replace(f"port: {lab.hosts[host]['ssh_port']}", "port: 9")
+    text = open(lab.inventory).read().replace(f"port: {lab.hosts[host].ssh_port}", "port: 9")
     inv = write(tmp_path / "dead.yml", text)
     before = sorted(p.name for p in lab.deploy_path(host).iterdir())
     r = fab("plan", "--host", host, "--inventory", str(inv), "--pipeline", pipe(tmp_path), "--release", "r9")

@@ -35,11 +35,11 @@ def lab(tmp_path_factory):
     Path(ROOT, "ssh").chmod(0o711)
     Path(ROOT, "ssh", "authorized_keys").chmod(0o644)
     info = the_lab.hosts["lab1"]
-    subprocess.run(["chown", "deploy:deploy", info["deploy_path"]], check=True)
+    subprocess.run(["chown", "deploy:deploy", info.deploy_path], check=True)
     text = Path(the_lab.inventory).read_text()
     text = text.replace("  user: root", "  user: deploy")
-    text = text.replace(f'reload: kill -USR2 "$(cat {info["fpm_pid_file"]})"',
-                        f'reload: sudo -n kill -USR2 "$(cat {info["fpm_pid_file"]})"')
+    text = text.replace(f'reload: kill -USR2 "$(cat {info.fpm_pid_file})"',
+                        f'reload: sudo -n kill -USR2 "$(cat {info.fpm_pid_file})"')
     assert "user: deploy" in text and "sudo -n kill" in text
     the_lab.inventory = str(write(tmp / "deploy-user.yml", text))
     yield the_lab

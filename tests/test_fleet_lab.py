@@ -208,11 +208,11 @@ def test_sigint_mid_run_leaves_every_host_complete_and_unlocked(fleet, tmp_path)
 def test_changed_or_unknown_host_key_is_refused_and_nothing_runs(fleet, tmp_path):
     known = Path(ROOT) / "ssh" / "known_hosts"
     original = known.read_text()
-    port8 = fleet.hosts["lab8"]["ssh_port"]
-    key1 = next(l for l in original.splitlines() if l.startswith(f"[127.0.0.1]:{fleet.hosts['lab1']['ssh_port']} "))
+    port8 = fleet.hosts["lab8"].ssh_port
+    key1 = next(l for l in original.splitlines() if l.startswith(f"[127.0.0.1]:{fleet.hosts['lab1'].ssh_port} "))
     forged = [l for l in original.splitlines() if not l.startswith(f"[127.0.0.1]:{port8} ")]
     try:
-        known.write_text("\n".join(forged + [key1.replace(f":{fleet.hosts['lab1']['ssh_port']} ", f":{port8} ")]) + "\n")
+        known.write_text("\n".join(forged + [key1.replace(f":{fleet.hosts['lab1'].ssh_port} ", f":{port8} ")]) + "\n")
         before = sorted(p.name for p in (fleet.deploy_path("lab8") / ".deploy").iterdir())
         r = fab("deploy", "--host", "lab8", "--inventory", fleet.inventory, "--pipeline", pipe(tmp_path), "--release", "r2")
         assert r.returncode == 1

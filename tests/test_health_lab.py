@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -59,8 +60,8 @@ def labh(tmp_path_factory):
     inv = tmp_path_factory.mktemp("labhealth") / "lab.yml"
     hosts = lab.up(2, root=ROOT, inventory=str(inv), ssh_base=SSH_BASE, http_base=HTTP_BASE)
     for h in hosts:
-        place_env(Path(h["deploy_path"]) / "shared" / ".env")
-    yield {"inventory": str(inv), "hosts": {h["name"]: h for h in hosts}}
+        place_env(Path(h.deploy_path) / "shared" / ".env")
+    yield {"inventory": str(inv), "hosts": {h.name: h for h in hosts}}
     lab.down(ROOT, purge=True)
     if os.environ.get("HEALTH_TIMINGS"):
         Path(os.environ["HEALTH_TIMINGS"]).write_text(json.dumps(TIMINGS, indent=2) + "\n")
@@ -91,8 +92,8 @@ def curl(url):
 def deploy(labh, name, release):
     code = cli.deploy(name, inventory=labh["inventory"], release=release, reporter=quiet())
     assert code == 0, f"deploy of {release} to {name} failed"
-    assert curl(labh["hosts"][name]["health_url"]) == (200, release)
-    return Path(labh["hosts"][name]["deploy_path"], "current").resolve()
+    assert curl(labh["hosts"][name].health_url) == (200, release)
+    return Path(labh["hosts"][name].deploy_path, "current").resolve()
 
 
 def checks(labh, name):
@@ -145,7 +146,7 @@ def test_a_fresh_deploy_is_healthy_once_healed(labh):
     assert {c: f.status for c, f in fs.items()} == {c: "pass" for c in health.CHECKS}, \
         {c: f.evidence for c, f in fs.items() if f.status != "pass"}
     assert as_web_user_can_write(Path(rel, "storage", "logs"))
-    assert curl(labh["hosts"]["lab1"]["base_url"] + "/no-such-page")[0] == 404
+    assert curl(labh["hosts"]["lab1"].base_url + "/no-such-page")[0] == 404
 
 
 def test_stale_opcache_after_an_in_place_edit_is_detected_and_healed_in_the_pool(labh):
@@ -153,10 +154,10 @@ def test_stale_opcache_after_an_in_place_edit_is_detected_and_healed_in_the_pool
     lab.fpm_restart("lab1", root=ROOT, validate_timestamps=0)
     rel = deploy(labh, "lab1", "r2")
     t_deployed = time.time()
-    assert curl(h["health_url"]) == (200, "r2")          # VersionController is now cached in the pool
+    assert curl(h.health_url) == (200, "r2")          # VersionController is now cached in the pool
     time.sleep(max(0.0, t_deployed + 3.5 - time.time()))  # the edit's mtime must be after the deploy's reset
     patch_controller(rel, "-patched")
-    assert curl(h["health_url"]) == (200, "r2"), "validate_timestamps=0: the pool must keep the old code"
+    assert curl(h.health_url) == (200, "r2"), "validate_timestamps=0: the pool must keep the old code"
 
     fs = checks(labh, "lab1")
     rc = fs["running_code"]
@@ -179,7 +180,7 @@ def test_stale_opcache_after_an_in_place_edit_is_detected_and_healed_in_the_pool
     assert [(a["action"], a["ok"]) for a in actions] == [("opcache_reset", True)]
     assert "code on disk answers 'r2-patched'" in actions[0]["why"]
     assert any(e["type"] == "action" and e["action"] == "opcache_reset" for e in events)
-    assert curl(h["health_url"]) == (200, "r2-patched")
+    assert curl(h.health_url) == (200, "r2-patched")
     print(f"\nhealing the stale-code case took {TIMINGS['stale_code_heal_seconds'][-1]:.2f}s"
           f" (the reset itself {actions[0]['duration']:.2f}s)")
 
@@ -189,7 +190,7 @@ def test_php_cli_opcache_reset_never_reaches_the_pool(labh):
     rel = deploy(labh, "lab1", "r3")
     time.sleep(3)
     patch_controller(rel, "-cli")
-    assert curl(h["health_url"]) == (200, "r3")
+    assert curl(h.health_url) == (200, "r3")
     # The incident's "fix", run on the host: the CLI has no OPCache (enable_cli=0) ...
     out = run_on_host(labh, "lab1", "php -r 'var_dump(opcache_reset());'")
     assert out.returncode == 0 and "bool(false)" in out.stdout
@@ -197,11 +198,11 @@ def test_php_cli_opcache_reset_never_reaches_the_pool(labh):
     out = run_on_host(labh, "lab1", "php -d opcache.enable_cli=1 -r 'var_dump(opcache_reset());'")
     assert "bool(true)" in out.stdout
     for _ in range(3):
-        assert curl(h["health_url"]) == (200, "r3"), "php -r opcache_reset() must not have reached the pool"
+        assert curl(h.health_url) == (200, "r3"), "php -r opcache_reset() must not have reached the pool"
     assert checks(labh, "lab1")["running_code"].status == "fail"
     # The tool's reset goes through the pool's own socket.
     assert cli_health.heal("lab1", inventory=labh["inventory"], reporter=quiet()) == 0
-    assert curl(h["health_url"]) == (200, "r3-cli")
+    assert curl(h.health_url) == (200, "r3-cli")
 
 
 def test_root_owned_bootstrap_cache_and_storage_are_repaired_with_acls_only(labh):
@@ -216,7 +217,7 @@ def test_root_owned_bootstrap_cache_and_storage_are_repaired_with_acls_only(labh
         subprocess.run(["setfacl", "-bR", str(d)], check=True)
         subprocess.run(["chown", "-R", "root:root", str(d)], check=True)
         subprocess.run(["chmod", "-R", "u=rwX,go=rX", str(d)], check=True)
-    code, body = curl(h["health_url"])
+    code, body = curl(h.health_url)
     assert code == 500
     out = subprocess.run(["runuser", "-u", "www-data", "--", "env", "-i", "PATH=/usr/bin:/bin", "php",
                           "-d", "opcache.enable_cli=0", "public/index.php"], cwd=rel, capture_output=True, text=True)
@@ -236,7 +237,7 @@ def test_root_owned_bootstrap_cache_and_storage_are_repaired_with_acls_only(labh
     TIMINGS["root_owned_heal_seconds"] = round(time.monotonic() - t0, 3)
     text = stream.getvalue()
     assert "action: acl" in text and "action: artisan" in text
-    assert curl(h["health_url"]) == (200, "r4")
+    assert curl(h.health_url) == (200, "r4")
     assert as_web_user_can_write(cache) and as_web_user_can_write(storage / "logs")
     acl = subprocess.run(["getfacl", "-p", str(cache)], capture_output=True, text=True).stdout
     assert "user:www-data:rwx" in acl and "default:user:www-data:rwx" in acl
@@ -262,7 +263,7 @@ def test_nginx_with_document_root_is_reported_with_the_exact_fix(labh):
         assert data["hosts"][0]["section_seconds"].get("nginx") is not None
         f = next(x for x in data["hosts"][0]["findings"] if x["check"] == "nginx")
         assert f["status"] == "fail"
-        conf = labh["hosts"]["lab1"]["nginx_conf"]
+        conf = labh["hosts"]["lab1"].nginx_conf
         assert f"{conf}:" in f["evidence"] and "location ~ \\.php$" in f["evidence"]
         assert "SCRIPT_FILENAME $document_root$fastcgi_script_name" in f["evidence"]
         assert "DOCUMENT_ROOT $document_root" in f["evidence"]
@@ -287,7 +288,7 @@ def test_heal_a_host_no_deploy_touched(labh):
     """lab2 was set up by hand (no deploy tool), then broken the incident's way: code edited in
     place under validate_timestamps=0 and storage left without the web user's ACLs."""
     h = labh["hosts"]["lab2"]
-    app = Path(h["deploy_path"])
+    app = Path(h.deploy_path)
     rel = app / "releases" / "hand1"
     shutil.rmtree(app / "releases", ignore_errors=True)
     (app / "current").unlink(missing_ok=True)
@@ -301,11 +302,11 @@ def test_heal_a_host_no_deploy_touched(labh):
     for c in ("config:cache", "route:cache"):
         subprocess.run(["php", "artisan", c], cwd=rel, check=True, capture_output=True)
     os.symlink("releases/hand1", app / "current")
-    assert curl(h["health_url"]) == (200, "hand1")
+    assert curl(h.health_url) == (200, "hand1")
     time.sleep(2.5)
     patch_controller(rel, "-hotfix", past=2.5)
     subprocess.run(["setfacl", "-bR", str(rel / "storage")], check=True)
-    assert curl(h["health_url"]) == (200, "hand1")    # the hotfix "does not execute"
+    assert curl(h.health_url) == (200, "hand1")    # the hotfix "does not execute"
 
     stream = io.StringIO()
     t0 = time.monotonic()
@@ -314,7 +315,7 @@ def test_heal_a_host_no_deploy_touched(labh):
     out = stream.getvalue()
     assert code == 0, out
     assert "action: acl" in out and "action: opcache_reset" in out
-    assert curl(h["health_url"]) == (200, "hand1-hotfix")
+    assert curl(h.health_url) == (200, "hand1-hotfix")
     assert as_web_user_can_write(rel / "storage" / "logs")
     hist = (app / ".deploy" / "history.jsonl").read_text().splitlines()
     assert json.loads(hist[-1])["action"] == "heal" and json.loads(hist[-1])["state"] == "healed"
@@ -332,7 +333,7 @@ def test_heal_gives_up_within_its_bound_on_code_that_always_throws(labh):
     os.replace(tmp, f)
     try:
         lab.fpm_reload("lab1", root=ROOT)
-        assert curl(h["health_url"])[0] == 500
+        assert curl(h.health_url)[0] == 500
         host, pipe = load(labh, "lab1")
         t0 = time.monotonic()
         r = remediate.heal_host(host, pipe, planner.Operator.here(), lambda e: None, attempts=2)
@@ -345,11 +346,11 @@ def test_heal_gives_up_within_its_bound_on_code_that_always_throws(labh):
         tmp.write_text(original)
         os.replace(tmp, f)
     assert cli_health.heal("lab1", inventory=labh["inventory"], reporter=quiet()) == 0
-    assert curl(h["health_url"]) == (200, "r5")
+    assert curl(h.health_url) == (200, "r5")
 
 
 def test_heal_refuses_while_a_deploy_holds_the_lock(labh):
-    lock = Path(labh["hosts"]["lab1"]["deploy_path"]) / ".deploy" / "lock"
+    lock = Path(labh["hosts"]["lab1"].deploy_path) / ".deploy" / "lock"
     lock.mkdir()
     (lock / "info").write_text(json.dumps({"user": "alice", "machine": "ci7", "pid": 4711, "release": "r9",
                                            "action": "deploy", "token": "alice@ci7:4711"}) + "\n2026-01-01T00:00:00Z\n")
@@ -385,6 +386,14 @@ steps:
 SHOW_RELEASE = "return response($release, 200)"
 
 
+@dataclass(frozen=True)
+class InPlaceHost:
+    """A lab host as the in-place inventory names it: its app lives in the lab's current/ directory."""
+
+    health_url: str
+    deploy_path: str
+
+
 @pytest.fixture(scope="module")
 def labip(tmp_path_factory):
     os.environ["LAB_QUIET"] = "1"
@@ -394,8 +403,8 @@ def labip(tmp_path_factory):
     hosts = lab.up(2, root=IP_ROOT, inventory=str(inv), ssh_base=IP_SSH_BASE, http_base=IP_HTTP_BASE)
     text = inv.read_text()
     for h in hosts:
-        Path(h["deploy_path"], "current").mkdir(parents=True, exist_ok=True)   # a real dir, not a symlink
-        text = text.replace(f"deploy_path: {h['deploy_path']}\n", f"deploy_path: {h['deploy_path']}/current\n")
+        Path(h.deploy_path, "current").mkdir(parents=True, exist_ok=True)   # a real dir, not a symlink
+        text = text.replace(f"deploy_path: {h.deploy_path}\n", f"deploy_path: {h.deploy_path}/current\n")
     inv.write_text(text)
     # Three versions of the app: i1; v2, whose /version appends "-v2" (what a stale pool would not
     # show); broken, whose /version always throws.
@@ -410,7 +419,7 @@ def labip(tmp_path_factory):
     play = d / "inplace.yml"
     play.write_text(INPLACE_PIPELINE.format(source=src["i1"]))
     yield {"inventory": str(inv), "pipeline": str(play), "src": src, "dir": d,
-           "hosts": {h["name"]: dict(h, deploy_path=h["deploy_path"] + "/current") for h in hosts}}
+           "hosts": {h.name: InPlaceHost(h.health_url, h.current) for h in hosts}}
     lab.down(IP_ROOT, purge=True)
     if os.environ.get("HEALTH_TIMINGS"):
         Path(os.environ["HEALTH_TIMINGS"]).write_text(json.dumps(TIMINGS, indent=2) + "\n")
@@ -452,10 +461,10 @@ def test_in_place_stale_code_detected_by_verify_and_healed(labip, monkeypatch):
     lab.fpm_restart("lab1", root=IP_ROOT, validate_timestamps=0)
     code, rep = ip_deploy(labip, "lab1", "i1", "i1")
     assert code == 0, rep["message"]
-    assert curl(h["health_url"]) == (200, "i1")
-    assert not Path(h["deploy_path"]).is_symlink() and not Path(h["deploy_path"], "current").exists()   # in place
-    cache_in_pool(h["health_url"])
-    assert curl(h["health_url"]) == (200, "i1")
+    assert curl(h.health_url) == (200, "i1")
+    assert not Path(h.deploy_path).is_symlink() and not Path(h.deploy_path, "current").exists()   # in place
+    cache_in_pool(h.health_url)
+    assert curl(h.health_url) == (200, "i1")
 
     heals = []
     real_heal = remediate.heal_detailed
@@ -481,7 +490,7 @@ def test_in_place_stale_code_detected_by_verify_and_healed(labip, monkeypatch):
     assert "cached script(s) changed on disk" in why and "VersionController.php" in why
     assert "action: opcache_reset — why: " in out and "healed: opcache_reset" in out
     assert "no live release" not in out and "current is missing" not in out
-    assert curl(h["health_url"]) == (200, "i2-v2")
+    assert curl(h.health_url) == (200, "i2-v2")
     # activation -> verified, the heal included: seconds
     assert rep["activated_to_verified"] is not None and rep["activated_to_verified"] < 20, rep["activated_to_verified"]
     assert len(heals) == 1 and heals[0].ok and heals[0].state == "healed"
@@ -491,18 +500,18 @@ def test_in_place_stale_code_detected_by_verify_and_healed(labip, monkeypatch):
     print(f"\nin place, stale code: heal {heals[0].duration:.2f}s ({', '.join(f'{n} {t:.2f}s' for n, t in heals[0].phases)}),"
           f" activation -> verified {rep['activated_to_verified']:.2f}s")
     # the deploy kept a hard-link snapshot of i1 for rollback
-    snap = Path(h["deploy_path"], ".deploy", "snapshots", "i1")
+    snap = Path(h.deploy_path, ".deploy", "snapshots", "i1")
     assert (snap / "RELEASE").read_text().strip() == "i1"
     assert "-v2" not in (snap / "app" / "Http" / "Controllers" / "VersionController.php").read_text()
 
 
 def test_fab_health_passes_on_a_healthy_in_place_host(labip):
     h = labip["hosts"]["lab1"]
-    if curl(h["health_url"]) != (200, "i2-v2"):
+    if curl(h.health_url) != (200, "i2-v2"):
         code, _ = ip_deploy(labip, "lab1", "v2", "i2h")
         assert code == 0
     # A snapshot holds an earlier tree, with whatever owners and modes it had: not the live code.
-    snaps = sorted(Path(h["deploy_path"], ".deploy", "snapshots").iterdir())
+    snaps = sorted(Path(h.deploy_path, ".deploy", "snapshots").iterdir())
     assert snaps, "the previous test's deploy leaves a snapshot"
     planted = snaps[0] / "app" / "Planted.php"
     planted.write_text("<?php // edited on the server by hand, long ago\n")
@@ -526,7 +535,7 @@ def test_fab_health_passes_on_a_healthy_in_place_host(labip):
             assert "Planted.php" not in json.dumps(fs["ownership"])
             if pipeline:
                 assert fs["bootstrap_cache"]["status"] == "pass"
-                assert f"built for {h['deploy_path']} (in place)" in fs["bootstrap_cache"]["evidence"]
+                assert f"built for {h.deploy_path} (in place)" in fs["bootstrap_cache"]["evidence"]
         text = io.StringIO()
         assert cli_health.health("lab1", inventory=labip["inventory"], pipeline=labip["pipeline"],
                                  reporter=Reporter(live=False, stream=text)) == 0
@@ -539,12 +548,12 @@ def test_in_place_code_that_always_throws_is_rolled_back_to_its_snapshot(labip):
     h = labip["hosts"]["lab2"]
     code, rep = ip_deploy(labip, "lab2", "i1", "i1")
     assert code == 0, rep["message"]
-    assert curl(h["health_url"]) == (200, "i1")
-    before = app_files(h["deploy_path"])
+    assert curl(h.health_url) == (200, "i1")
+    before = app_files(h.deploy_path)
     assert "app/Http/Controllers/VersionController.php" in before and "bootstrap/cache/config.php" in before
     # i1's code cached in the pool (validate_timestamps=0): the broken release first looks like
     # stale code (the old controller answers the new RELEASE id), so healing runs its full bound.
-    cache_in_pool(h["health_url"])
+    cache_in_pool(h.health_url)
 
     stream = io.StringIO()
     t0 = time.monotonic()
@@ -566,12 +575,12 @@ def test_in_place_code_that_always_throws_is_rolled_back_to_its_snapshot(labip):
     assert elapsed < 120, elapsed
     TIMINGS["in_place_broken_release_to_rolled_back_seconds"] = round(rep["duration"], 3)
     # the snapshot is back: i1 served, the same bytes as before the failed deploy
-    assert curl(h["health_url"]) == (200, "i1")
-    assert app_files(h["deploy_path"]) == before
-    assert Path(h["deploy_path"], "RELEASE").read_text().strip() == "i1"
-    bad = Path(h["deploy_path"], ".deploy", "bad", "bad1")
+    assert curl(h.health_url) == (200, "i1")
+    assert app_files(h.deploy_path) == before
+    assert Path(h.deploy_path, "RELEASE").read_text().strip() == "i1"
+    bad = Path(h.deploy_path, ".deploy", "bad", "bad1")
     assert bad.is_file() and "healing did not help" in bad.read_text()
-    hist = [json.loads(l) for l in Path(h["deploy_path"], ".deploy", "history.jsonl").read_text().splitlines()]
+    hist = [json.loads(l) for l in Path(h.deploy_path, ".deploy", "history.jsonl").read_text().splitlines()]
     assert hist[-1]["action"] == "auto-rollback" and hist[-1]["release"] == "i1" and hist[-1]["from"] == "bad1"
     # and the rolled-back host is healthy as far as the running code goes
     hst, pipe = cli.load("lab2", labip["inventory"], labip["pipeline"])

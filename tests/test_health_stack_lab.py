@@ -48,8 +48,8 @@ def up(inventory):
     # The host's process manager restarts its workers (what an operator writes in the inventory).
     text = re.sub(r"    workers:\n      restart: .*\n", "", Path(inventory).read_text())   # ours instead of the lab's
     for h in hosts:
-        line = f"    health_url: {h['health_url']}\n"
-        restart = h["stack"]["supervisor"]["restart"]
+        line = f"    health_url: {h.health_url}\n"
+        restart = h.stack.supervisor.restart
         text = text.replace(line, line + f"    workers: {{restart: '{restart}', timeout: 40}}\n")
     assert "workers: {restart:" in text
     Path(inventory).write_text(text)
@@ -88,11 +88,11 @@ def health(the_lab, pipe):
 
 
 def stack():
-    return labmod.host_info("lab1", root=ROOT)["stack"]
+    return labmod.host_info("lab1", root=ROOT).stack
 
 
 def supervisor(*args):
-    argv = shlex.split(stack()["supervisor"]["ctl"]) + list(args)
+    argv = shlex.split(stack().supervisor.ctl) + list(args)
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
@@ -115,7 +115,7 @@ def deployed(the_lab):
     restart workers: they keep running r1."""
     p = pipeline(the_lab, "p.yml")
     deploy(the_lab, "r1", p)
-    r = subprocess.run(shlex.split(stack()["supervisor"]["restart"]), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(shlex.split(stack().supervisor.restart), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     assert wait_for(lambda: len(worker_pids()) == 3, timeout=30)
     deploy(the_lab, "r2", p)
@@ -177,7 +177,7 @@ def test_a_migration_shipped_but_not_run_is_reported(the_lab, deployed, tmp_path
 def test_app_key_lost_from_shared_env_is_reported_without_printing_the_env(the_lab, deployed):
     env = the_lab.deploy_path("lab1") / "shared" / ".env"
     original, st = env.read_text(), env.stat()
-    password = stack()["db"]["password"]
+    password = stack().db.password
     assert f"DB_PASSWORD={password}" in original
     try:
         env.write_text("".join(l for l in original.splitlines(keepends=True) if not l.startswith("APP_KEY=")))
@@ -197,10 +197,10 @@ def test_app_key_lost_from_shared_env_is_reported_without_printing_the_env(the_l
 
 
 def test_redis_stopped_is_reported_for_each_connection_the_app_uses(the_lab, deployed):
-    pid = stack()["redis"]["pid"]
+    pid = stack().redis.pid
     assert pid
     os.kill(pid, signal.SIGTERM)       # the lab's own Redis (its pid file, this lab's root)
-    assert wait_for(lambda: stack()["redis"]["pid"] is None, timeout=30)
+    assert wait_for(lambda: stack().redis.pid is None, timeout=30)
     try:
         code, fs, out = health(the_lab, deployed["pipeline"])
         s = fs["services"]
@@ -212,7 +212,7 @@ def test_redis_stopped_is_reported_for_each_connection_the_app_uses(the_lab, dep
         assert fs["migrations"]["status"] == "pass"
     finally:
         up(the_lab.inventory)          # starts what is not running: Redis (and rewrites the inventory)
-    assert stack()["redis"]["pid"]
+    assert stack().redis.pid
     # workers that died while Redis was away come back with their manager's restart
     supervisor("restart", "app:*")
     assert wait_for(lambda: len(worker_pids()) == 3, timeout=30)

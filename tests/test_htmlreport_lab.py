@@ -159,7 +159,7 @@ def test_html_report_of_a_fleet_deploy_renders_in_chromium(fleet, tmp_path):
 
 
 def test_html_into_a_missing_directory_exits_2_before_any_host(fleet, tmp_path):
-    sshd_log = Path(fleet.hosts["lab1"]["sshd_log"])
+    sshd_log = Path(fleet.hosts["lab1"].sshd_log)
     logins = sshd_log.read_text().count("Accepted publickey")
     before = sorted(p.name for p in (fleet.deploy_path("lab1") / "releases").iterdir())
     for flag in ("--html", "--report", "--junit"):

@@ -31,13 +31,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _load_lab():
-    # deploy/lab/ needs nothing from the rest of the deploy package (deploy/__init__.py is empty);
-    # hosts.py uses its sibling services.py for the app stack, so it loads as part of deploy.lab.
-    return importlib.import_module("deploy.lab.hosts")
-
-
-lab = _load_lab()
+# deploy/lab/ needs nothing from the rest of the deploy package (deploy/__init__.py is empty).
+lab = importlib.import_module("deploy.lab")
 
 
 def run(cmd, **kw):
@@ -120,13 +115,13 @@ def hosts(inventory_path):
 
 
 def test_up_starts_hosts_and_writes_inventory(hosts, inventory_path):
-    assert [h["name"] for h in hosts] == ["lab1", "lab2"]
+    assert [h.name for h in hosts] == ["lab1", "lab2"]
     for i, h in enumerate(hosts, 1):
-        assert h["ssh_port"] == SSH_BASE + i and h["http_port"] == HTTP_BASE + i
-        assert h["sshd_pid"] and h["fpm_pid"] and h["nginx_pid"]
-        assert Path(h["socket"]).is_socket()
-        assert Path(h["deploy_path"]).is_dir()
-        assert oct(Path(h["deploy_path"]).stat().st_mode & 0o777) == "0o755"
+        assert h.ssh_port == SSH_BASE + i and h.http_port == HTTP_BASE + i
+        assert h.pids.sshd and h.pids.fpm and h.pids.nginx
+        assert Path(h.socket).is_socket()
+        assert Path(h.deploy_path).is_dir()
+        assert oct(Path(h.deploy_path).stat().st_mode & 0o777) == "0o755"
     assert oct(Path(ROOT).stat().st_mode & 0o777) == "0o755"
 
     text = inventory_path.read_text()
@@ -159,81 +154,81 @@ def test_ssh_key_login_with_strict_host_keys(hosts):
     for h in hosts:
         r = run(
             [
-                "ssh", "-i", h["key"],
-                "-o", f"UserKnownHostsFile={h['known_hosts']}",
+                "ssh", "-i", h.key,
+                "-o", f"UserKnownHostsFile={h.known_hosts}",
                 "-o", "StrictHostKeyChecking=yes",
                 "-o", "BatchMode=yes",
                 "-o", "ConnectTimeout=5",
-                "-p", str(h["ssh_port"]),
+                "-p", str(h.ssh_port),
                 "root@127.0.0.1", "true",
             ]
         )
-        assert r.returncode == 0, f"{h['name']}: {r.stderr}"
+        assert r.returncode == 0, f"{h.name}: {r.stderr}"
     # and a wrong host key is refused: lab2's key presented for lab1's port
-    kh = Path(hosts[0]["known_hosts"]).read_text()
+    kh = Path(hosts[0].known_hosts).read_text()
     bad = Path(ROOT, "ssh", "known_hosts.bad")
     k1, k2 = (line.split()[2] for line in sorted(kh.splitlines()))
     bad.write_text(kh.replace(k1, k2, 1) if k1 != k2 else kh)
-    r = run(["ssh", "-i", hosts[0]["key"], "-o", f"UserKnownHostsFile={bad}", "-o", "StrictHostKeyChecking=yes",
-             "-o", "BatchMode=yes", "-p", str(hosts[0]["ssh_port"]), "root@127.0.0.1", "true"])
+    r = run(["ssh", "-i", hosts[0].key, "-o", f"UserKnownHostsFile={bad}", "-o", "StrictHostKeyChecking=yes",
+             "-o", "BatchMode=yes", "-p", str(hosts[0].ssh_port), "root@127.0.0.1", "true"])
     assert r.returncode == 255 and "IDENTIFICATION HAS CHANGED" in r.stderr
 
 
 def test_release_served_through_nginx_and_fpm(hosts):
     for h in hosts:
-        install_release(h["deploy_path"], "r1")
-        switch(h["deploy_path"], "r1")
-        assert curl(f"http://127.0.0.1:{h['http_port']}/version") == (200, "r1")
-        assert curl(f"http://127.0.0.1:{h['http_port']}/up") == (200, "ok")
-        code, body = curl(f"http://127.0.0.1:{h['http_port']}/")
+        install_release(h.deploy_path, "r1")
+        switch(h.deploy_path, "r1")
+        assert curl(f"http://127.0.0.1:{h.http_port}/version") == (200, "r1")
+        assert curl(f"http://127.0.0.1:{h.http_port}/up") == (200, "ok")
+        code, body = curl(f"http://127.0.0.1:{h.http_port}/")
         assert code == 200 and 'id="release">r1<' in body
-    assert not Path(hosts[0]["php_error_log"]).exists() or "Fatal" not in Path(hosts[0]["php_error_log"]).read_text()
+    assert not Path(hosts[0].php_error_log).exists() or "Fatal" not in Path(hosts[0].php_error_log).read_text()
 
 
 def test_symlink_fault_and_fpm_reload(hosts):
     """$document_root + validate_timestamps=0 keeps serving the old release after the
     switch (the incident); an FPM reload or $realpath_root serves the new one."""
     h = hosts[0]
-    url = f"http://127.0.0.1:{h['http_port']}/version"
-    install_release(h["deploy_path"], "r2")
+    url = f"http://127.0.0.1:{h.http_port}/version"
+    install_release(h.deploy_path, "r2")
 
     lab.nginx_reconfigure("lab1", realpath_root=False, root=ROOT)
-    assert "$document_root$fastcgi_script_name" in Path(h["nginx_conf"]).read_text()
-    switch(h["deploy_path"], "r1")
+    assert "$document_root$fastcgi_script_name" in Path(h.nginx_conf).read_text()
+    switch(h.deploy_path, "r1")
     assert curl(url) == (200, "r1")
-    switch(h["deploy_path"], "r2")
+    switch(h.deploy_path, "r2")
     assert curl(url) == (200, "r1"), "stale release expected with $document_root and validate_timestamps=0"
 
-    old_workers = set(lab.host_info("lab1", root=ROOT)["fpm_workers"])
+    old_workers = set(lab.host_info("lab1", root=ROOT).pids.fpm_workers)
     info = lab.fpm_reload("lab1", root=ROOT)  # master pid may change: daemonize=yes re-forks
-    assert info["fpm_pid"] and len(info["fpm_workers"]) == 2
-    assert not old_workers & set(info["fpm_workers"])
+    assert info.pids.fpm and len(info.pids.fpm_workers) == 2
+    assert not old_workers & set(info.pids.fpm_workers)
     assert curl(url) == (200, "r2")
 
     lab.nginx_reconfigure("lab1", realpath_root=True, root=ROOT)
-    switch(h["deploy_path"], "r1")
+    switch(h.deploy_path, "r1")
     assert curl(url) == (200, "r1")
-    switch(h["deploy_path"], "r2")
+    switch(h.deploy_path, "r2")
     assert curl(url) == (200, "r2")
 
 
 def test_stop_and_start_sshd(hosts):
     h = hosts[1]
     assert lab.stop_sshd("lab2", root=ROOT) is True
-    assert not port_open(h["ssh_port"])
+    assert not port_open(h.ssh_port)
     info = lab.start_sshd("lab2", root=ROOT)
-    assert info["sshd_pid"] and port_open(h["ssh_port"])
+    assert info.pids.sshd and port_open(h.ssh_port)
 
 
 def test_up_again_is_idempotent(hosts, inventory_path):
-    before = {i["name"]: (i["sshd_pid"], i["fpm_pid"], i["nginx_pid"]) for i in lab.hosts(ROOT)}
+    before = {i.name: (i.pids.sshd, i.pids.fpm, i.pids.nginx) for i in lab.hosts(ROOT)}
     again = lab.up(N, root=ROOT, inventory=str(inventory_path), ssh_base=SSH_BASE, http_base=HTTP_BASE)
-    after = {i["name"]: (i["sshd_pid"], i["fpm_pid"], i["nginx_pid"]) for i in again}
+    after = {i.name: (i.pids.sshd, i.pids.fpm, i.pids.nginx) for i in again}
     assert before == after
     # running hosts keep their settings (lab1's nginx was reconfigured above)
-    assert "$realpath_root$fastcgi_script_name" in Path(hosts[0]["nginx_conf"]).read_text()
+    assert "$realpath_root$fastcgi_script_name" in Path(hosts[0].nginx_conf).read_text()
     # still serving
-    assert curl(hosts[1]["health_url"]) == (200, "r1")
+    assert curl(hosts[1].health_url) == (200, "r1")
 
 
 def test_down_purge_leaves_nothing(hosts):
@@ -241,7 +236,7 @@ def test_down_purge_leaves_nothing(hosts):
     assert lab_processes(ROOT) == []
     assert not Path(ROOT).exists()
     for h in hosts:
-        assert not port_open(h["ssh_port"]) and not port_open(h["http_port"])
+        assert not port_open(h.ssh_port) and not port_open(h.http_port)
     lab.down(ROOT, purge=True)  # again: nothing to do, no error
 
 

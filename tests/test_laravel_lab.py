@@ -49,7 +49,7 @@ def pipe(tmp_path, source=None, name="p.yml", workers=""):
 
 
 def stack(name):
-    return labmod.host_info(name, root=ROOT)["stack"]
+    return labmod.host_info(name, root=ROOT).stack
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def the_lab(tmp_path_factory):
     text = Path(the_lab.inventory).read_text()
     text = re.sub(r"    workers:\n      restart: .*\n", "", text)   # ours instead of the lab's
     for name in HOSTS:
-        restart = stack(name)["supervisor"]["restart"]
+        restart = stack(name).supervisor.restart
         text = text.replace(f"  {name}:\n", f"  {name}:\n    workers: {{restart: {json.dumps(restart)}, timeout: 8}}\n", 1)
     the_lab.inventory = str(write(tmp / "laravel.yml", text))
     yield the_lab
@@ -76,9 +76,9 @@ def deploy(the_lab, hosts, release, pipeline, *extra):
 
 
 def sql(query):
-    db = stack("lab1")["db"]
-    r = subprocess.run(["mariadb", "--no-defaults", f"--socket={db['socket']}", "-u", "root", "-N", "-B",
-                        db["database"], "-e", query], capture_output=True, text=True, timeout=30)
+    db = stack("lab1").db
+    r = subprocess.run(["mariadb", "--no-defaults", f"--socket={db.socket}", "-u", "root", "-N", "-B",
+                        db.database, "-e", query], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     return [line.split("\t") for line in r.stdout.splitlines()]
 
@@ -104,7 +104,7 @@ def job_release(the_lab, name):
 def workers_of(the_lab, name):
     """{pid: real cwd} of the host's supervised workers and scheduler, read from /proc."""
     out = {}
-    conf = stack(name)["supervisor"]["conf"]
+    conf = stack(name).supervisor.conf
     status = subprocess.run(shlex.split(f"/usr/bin/supervisorctl -c {conf} status"), capture_output=True,
                             text=True).stdout
     for line in status.splitlines():
@@ -144,7 +144,7 @@ def test_the_plan_shows_composer_the_migration_on_one_host_and_the_worker_proof(
     assert out.count("runs once per deploy, on lab1: not on this host") == 2          # the two others say so
     assert len(re.findall(r"(?m)^   \$ cd .* && composer install ", out)) == 3         # every host installs
     for name in HOSTS:   # each host's own restart command, then the proof
-        assert stack(name)["supervisor"]["restart"] in out
+        assert stack(name).supervisor.restart in out
     assert len(re.findall(r"workers\.sh@\w+> workers\.sh --wait 8", out)) == 3
 
 

@@ -169,10 +169,10 @@ def wan_lab(tmp_path_factory):
 def test_lab_host_behind_a_relay_deploys_through_it(wan_lab, tmp_path):
     h = wan_lab.hosts["lab1"]
     relay_port = PROXY_BASE + 1
-    assert h["proxy_port"] == relay_port and h["port"] == relay_port and h["ssh_port"] == SSH_BASE + 1
+    assert h.proxy_port == relay_port and h.port == relay_port and h.ssh_port == SSH_BASE + 1
     inventory = Path(wan_lab.inventory).read_text()
     assert f"port: {relay_port}" in inventory
-    assert f"[127.0.0.1]:{relay_port} ssh-ed25519 " in Path(h["known_hosts"]).read_text()
+    assert f"[127.0.0.1]:{relay_port} ssh-ed25519 " in Path(h.known_hosts).read_text()
 
     before = lab.proxy_stats("lab1", ROOT)
     t0 = time.perf_counter()
@@ -189,7 +189,7 @@ def test_lab_host_behind_a_relay_deploys_through_it(wan_lab, tmp_path):
     after = lab.proxy_stats("lab1", ROOT)
     assert after["connections"] - before["connections"] == 2  # ssh above + the deploy's one connection
     assert after["bytes_up"] > before["bytes_up"] and after["turns"] > before["turns"]
-    log = Path(h["sshd_log"]).read_text()
+    log = Path(h.sshd_log).read_text()
     assert log.count("Accepted publickey for root from 127.0.0.1") >= 2
     assert "Starting session: command for root" in log  # LogLevel VERBOSE: sessions are countable
 
@@ -198,13 +198,13 @@ def test_lab_host_behind_a_relay_deploys_through_it(wan_lab, tmp_path):
 @pytest.mark.lab
 def test_host_keys_are_checked_on_the_relay_port(wan_lab):
     h = wan_lab.hosts["lab1"]
-    kh = Path(h["known_hosts"])
+    kh = Path(h.known_hosts)
     saved = kh.read_text()
     try:
-        kh.write_text("".join(line + "\n" for line in saved.splitlines() if f"]:{h['port']} " not in line))
+        kh.write_text("".join(line + "\n" for line in saved.splitlines() if f"]:{h.port} " not in line))
         r = fab("deploy", "--host", "lab1", "--inventory", wan_lab.inventory, "--release", "wan-nokey", timeout=120)
         assert r.returncode != 0
-        assert "unknown" in (r.stdout + r.stderr) and f"[127.0.0.1]:{h['port']}" in (r.stdout + r.stderr)
+        assert "unknown" in (r.stdout + r.stderr) and f"[127.0.0.1]:{h.port}" in (r.stdout + r.stderr)
     finally:
         kh.write_text(saved)
     assert wan_lab.get("lab1")[1] != "wan-nokey"
@@ -214,12 +214,12 @@ def test_host_keys_are_checked_on_the_relay_port(wan_lab):
 @pytest.mark.lab
 def test_set_latency_changes_a_running_relay_and_down_stops_it(wan_lab):
     assert [s["delay_ms"] for s in lab.set_latency(40, ROOT)] == [40]
-    assert lab.host_info("lab1", ROOT)["latency_ms"] == 40
+    assert lab.host_info("lab1", ROOT).latency_ms == 40
     lab.set_latency(15, ROOT)
     # up() again keeps the running relay (same port) and applies the asked delay
     hosts = lab.up(1, ROOT, None, SSH_BASE, HTTP_BASE, latency_ms=25, proxy_base=PROXY_BASE)
-    assert hosts[0]["latency_pid"] and lab.proxy_stats("lab1", ROOT)["delay_ms"] == 25
-    pid = hosts[0]["latency_pid"]
+    assert hosts[0].pids.latency and lab.proxy_stats("lab1", ROOT)["delay_ms"] == 25
+    pid = hosts[0].pids.latency
     stopped = lab.down(ROOT)
     assert "lab1:latency" in stopped
     assert wait_for(lambda: not _running(pid), timeout=10)
@@ -227,4 +227,4 @@ def test_set_latency_changes_a_running_relay_and_down_stops_it(wan_lab):
         socket.create_connection(("127.0.0.1", PROXY_BASE + 1), timeout=2).close()
     # and up() brings the whole host back, relay included, for the tests that follow
     hosts = lab.up(1, ROOT, wan_lab.inventory, SSH_BASE, HTTP_BASE, latency_ms=15, proxy_base=PROXY_BASE)
-    assert hosts[0]["latency_pid"] and hosts[0]["port"] == PROXY_BASE + 1
+    assert hosts[0].pids.latency and hosts[0].port == PROXY_BASE + 1

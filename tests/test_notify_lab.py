@@ -182,7 +182,7 @@ def test_fab_rollback_notifies_rollback(fleet, tmp_path, hooks):
 
 def test_a_missing_webhook_variable_exits_2_before_any_host_and_a_plan_does_not_need_it(fleet, tmp_path, hooks):
     p = pipe(tmp_path, "  - url: {from_env: NOTIFY_LAB_UNSET}")
-    sshd_log = Path(fleet.hosts["lab1"]["sshd_log"])
+    sshd_log = Path(fleet.hosts["lab1"].sshd_log)
     logins = sshd_log.read_text().count("Accepted publickey")
     r = deploy(fleet, p, "r3")
     assert r.returncode == 2, r.stdout + r.stderr

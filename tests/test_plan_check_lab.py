@@ -67,7 +67,7 @@ def listing(path):
 
 
 def logins(lab, host):
-    return Path(lab.hosts[host]["sshd_log"]).read_text().count("Accepted publickey")
+    return Path(lab.hosts[host].sshd_log).read_text().count("Accepted publickey")
 
 
 def deploy(lab, host, release, pipeline, *extra):
@@ -133,7 +133,7 @@ def test_check_on_a_first_deploy_and_a_locked_host(fresh, tmp_path):
 
 
 def test_check_of_an_unreachable_host_cannot_deploy(lab, tmp_path):
-    text = Path(lab.inventory).read_text().replace(f"port: {lab.hosts['lab3']['ssh_port']}", "port: 9")
+    text = Path(lab.inventory).read_text().replace(f"port: {lab.hosts['lab3'].ssh_port}", "port: 9")
     dead = write(tmp_path / "dead.yml", text)
     r = check(str(dead), "lab3", pipe(tmp_path), "r1")
     assert r.returncode == 1, r.stdout + r.stderr
@@ -151,14 +151,14 @@ def user_lab(fresh, tmp_path):
     Path(ROOT, "ssh").chmod(0o711)
     Path(ROOT, "ssh", "authorized_keys").chmod(0o644)
     info = lab.hosts["lab1"]
-    subprocess.run(["chown", f"{USER}:{USER}", info["deploy_path"]], check=True)
+    subprocess.run(["chown", f"{USER}:{USER}", info.deploy_path], check=True)
     text = Path(lab.inventory).read_text().replace("  user: root", f"  user: {USER}")
-    text = text.replace(f'reload: kill -USR2 "$(cat {info["fpm_pid_file"]})"',
-                        f'reload: sudo -n kill -USR2 "$(cat {info["fpm_pid_file"]})"')
+    text = text.replace(f'reload: kill -USR2 "$(cat {info.fpm_pid_file})"',
+                        f'reload: sudo -n kill -USR2 "$(cat {info.fpm_pid_file})"')
     assert f"user: {USER}" in text and "sudo -n kill" in text
     yield str(write(tmp_path / "user.yml", text))
     SUDOERS.unlink(missing_ok=True)
-    subprocess.run(["chown", "root:root", info["deploy_path"]], check=True)
+    subprocess.run(["chown", "root:root", info.deploy_path], check=True)
     subprocess.run(["userdel", "--remove", USER], capture_output=True)
 
 

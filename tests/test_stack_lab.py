@@ -61,17 +61,17 @@ def deploy(the_lab, host, release, pipeline, *extra, env=None):
 
 
 def stack(name):
-    return labmod.host_info(name, root=ROOT)["stack"]
+    return labmod.host_info(name, root=ROOT).stack
 
 
 def supervisorctl(name, *args):
     """The host's own supervisorctl command (host_info), as an operator would type it."""
-    argv = shlex.split(stack(name)["supervisor"]["ctl"]) + list(args)
+    argv = shlex.split(stack(name).supervisor.ctl) + list(args)
     return subprocess.run(argv, capture_output=True, text=True, timeout=60)
 
 
 def restart_workers(name):
-    r = subprocess.run(shlex.split(stack(name)["supervisor"]["restart"]), capture_output=True, text=True, timeout=60)
+    r = subprocess.run(shlex.split(stack(name).supervisor.restart), capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stdout + r.stderr
     return r
 
@@ -87,9 +87,9 @@ def worker_pids(name):
 
 
 def sql(query):
-    db = stack("lab1")["db"]
-    r = subprocess.run(["mariadb", "--no-defaults", f"--socket={db['socket']}", "-u", "root", "-N", "-B",
-                        db["database"], "-e", query], capture_output=True, text=True, timeout=30)
+    db = stack("lab1").db
+    r = subprocess.run(["mariadb", "--no-defaults", f"--socket={db.socket}", "-u", "root", "-N", "-B",
+                        db.database, "-e", query], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     return [line.split("\t") for line in r.stdout.splitlines()]
 
@@ -102,7 +102,7 @@ def switched_at(the_lab, name):
 def workers_check(name, live, switched, *extra):
     """deploy/remote/workers.sh run ON the host, over the lab's SSH (as root: it reads /proc/PID/cwd)."""
     h = labmod.host_info(name, root=ROOT)
-    argv = labmod.ssh_command(name, root=ROOT) + ["sh", "-s", "--", *extra, h["deploy_path"], live, repr(switched)]
+    argv = labmod.ssh_command(name, root=ROOT) + ["sh", "-s", "--", *extra, h.deploy_path, live, repr(switched)]
     return subprocess.run(argv, input=WORKERS.read_text(), capture_output=True, text=True, timeout=120)
 
 
@@ -162,52 +162,52 @@ def test_the_stack_starts_and_stops_cleanly(tmp_path):
               stack=True, db_port=slot_port(3370), redis_port=slot_port(3380))
     try:
         hosts = labmod.up(1, **kw)
-        s = hosts[0]["stack"]
-        db, redis, sup = s["db"], s["redis"], s["supervisor"]
-        assert db["port"] == slot_port(3370) and redis["port"] == slot_port(3380)
-        for pid, marker in ((db["pid"], db["conf"]), (redis["pid"], redis["conf"]), (sup["pid"], sup["conf"])):
+        s = hosts[0].stack
+        db, redis, sup = s.db, s.redis, s.supervisor
+        assert db.port == slot_port(3370) and redis.port == slot_port(3380)
+        for pid, marker in ((db.pid, db.conf), (redis.pid, redis.conf), (sup.pid, sup.conf)):
             assert pid and marker in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        assert Path(db["socket"]).is_socket() and Path(db["conf"]).parent == Path(root) / "db"
+        assert Path(db.socket).is_socket() and Path(db.conf).parent == Path(root) / "db"
         # the app's login works over TCP on loopback, with the password the lab recorded
-        r = subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(db["port"]), "-u", db["username"],
-                            f"-p{db['password']}", db["database"], "-N", "-e", "SELECT CURRENT_USER()"],
+        r = subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(db.port), "-u", db.username,
+                            f"-p{db.password}", db.database, "-N", "-e", "SELECT CURRENT_USER()"],
                            capture_output=True, text=True, timeout=30)
-        assert r.returncode == 0 and r.stdout.strip() == f"{db['username']}@127.0.0.1", r.stderr
+        assert r.returncode == 0 and r.stdout.strip() == f"{db.username}@127.0.0.1", r.stderr
         # root gets in through the socket only (as the OS root), not over TCP without a password
-        r = subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(db["port"]), "-u", "root",
+        r = subprocess.run(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(db.port), "-u", "root",
                             "-e", "SELECT 1"], capture_output=True, text=True, timeout=30)
         assert r.returncode != 0
-        r = subprocess.run(["redis-cli", "-p", str(redis["port"]), "PING"], capture_output=True, text=True, timeout=10)
+        r = subprocess.run(["redis-cli", "-p", str(redis.port), "PING"], capture_output=True, text=True, timeout=10)
         assert r.stdout.strip() == "PONG"
-        r = subprocess.run(["redis-cli", "-p", str(redis["port"]), "CONFIG", "GET", "save"], capture_output=True,
+        r = subprocess.run(["redis-cli", "-p", str(redis.port), "CONFIG", "GET", "save"], capture_output=True,
                            text=True, timeout=10)
         assert r.stdout.split() == ["save"]            # no persistence
         # nothing deployed yet: the programs cannot chdir to current and end FATAL (documented)
-        assert sup["restart"] == f"/usr/bin/supervisorctl -c {sup['conf']} restart app:*"
+        assert sup.restart == f"/usr/bin/supervisorctl -c {sup.conf} restart app:*"
         assert wait_for(lambda: all(
             line.split()[1] == "FATAL"
-            for line in subprocess.run(shlex.split(sup["status"]), capture_output=True, text=True).stdout.splitlines()),
+            for line in subprocess.run(shlex.split(sup.status), capture_output=True, text=True).stdout.splitlines()),
             timeout=30)
-        status = subprocess.run(shlex.split(sup["status"]), capture_output=True, text=True).stdout
+        status = subprocess.run(shlex.split(sup.status), capture_output=True, text=True).stdout
         assert sorted(l.split()[0] for l in status.splitlines()) == ["app:queue_00", "app:queue_01", "app:scheduler"]
         # the host's first .env: 0640, root:www-data, its own cache prefix
-        env = Path(s["env_file"])
+        env = Path(s.env_file)
         st = env.stat()
         assert oct(st.st_mode & 0o777) == "0o640" and st.st_uid == 0 and st.st_gid == 33
         text = env.read_text()
         for line in ("QUEUE_CONNECTION=redis", "CACHE_DRIVER=redis", "CACHE_PREFIX=lab1", "DB_CONNECTION=mysql",
-                     f"DB_PORT={db['port']}", f"REDIS_PORT={redis['port']}", f"DB_PASSWORD={db['password']}"):
+                     f"DB_PORT={db.port}", f"REDIS_PORT={redis.port}", f"DB_PASSWORD={db.password}"):
             assert line + "\n" in text
         assert "APP_KEY=base64:" in text
         # up again: idempotent, nothing restarted, the .env kept
-        again = labmod.up(1, **kw)[0]["stack"]
-        assert (again["db"]["pid"], again["redis"]["pid"], again["supervisor"]["pid"]) == (db["pid"], redis["pid"],
-                                                                                         sup["pid"])
+        again = labmod.up(1, **kw)[0].stack
+        assert (again.db.pid, again.redis.pid, again.supervisor.pid) == (db.pid, redis.pid,
+                                                                                         sup.pid)
         assert env.read_text() == text
         # other ports while running: refused
         with pytest.raises(labmod.LabError, match="run down"):
             labmod.up(1, **dict(kw, db_port=slot_port(3371)))
-        pids = [db["pid"], redis["pid"], sup["pid"]]
+        pids = [db.pid, redis.pid, sup.pid]
     finally:
         stopped = labmod.down(root, purge=True)
     assert {"lab1:supervisord", "redis", "mariadb"} <= set(stopped)

@@ -71,7 +71,7 @@ def broken_app(tmp_path):
 
 
 def fpm_master(lab):
-    return labmod.host_info("lab1", root=lab.root)["fpm_pid"]
+    return labmod.host_info("lab1", root=lab.root).pids.fpm
 
 
 def history(lab):

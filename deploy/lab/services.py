@@ -23,8 +23,11 @@ Per host ``labN``:
   per-host ``CACHE_PREFIX``), written only when missing: on a real server an ops person puts
   it there by hand; the deploy's ``shared`` step links it into each release.
 
-Daemons are stopped by pid file checked against their command line, like the host daemons
-(``hosts.py``), so a stranger's mariadbd, redis-server or supervisord is never signalled.
+The stack's ports and workers user are kept in ``{root}/stack.json``; ``info()`` reads them
+back into a ``Stack``. Daemons are stopped by pid file checked against their command line, like
+the host daemons (``processes.py``), so a stranger's mariadbd, redis-server or supervisord is
+never signalled. Configs are rendered from ``templates/`` (``my.cnf``, ``redis.conf``,
+``supervisord.conf``, ``env``).
 """
 
 from __future__ import annotations
@@ -32,21 +35,21 @@ from __future__ import annotations
 import base64
 import json
 import os
-import pwd
 import re
 import secrets
+import socket
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
-from .hosts import (START_TIMEOUT, WEB_USER, LabError, _alive, _cmdline, _daemon_pid, _log,
-                    _mkdir, _port_open, _run_daemon, _stop, _tail, _wait, _write)
-
-MARIADBD = "/usr/sbin/mariadbd"
-MARIADB_INSTALL_DB = "/usr/bin/mariadb-install-db"
-MARIADB = "/usr/bin/mariadb"
-REDIS_SERVER = "/usr/bin/redis-server"
-SUPERVISORD = "/usr/bin/supervisord"
-SUPERVISORCTL = "/usr/bin/supervisorctl"
+from . import users
+from .configs import render
+from .files import mkdir, tail, write
+from .messages import LabError, log
+from .model import ADDRESS, LabHost
+from .packages import MARIADB, MARIADB_INSTALL_DB, MARIADBD, REDIS_SERVER, SUPERVISORCTL, SUPERVISORD
+from .processes import START_TIMEOUT, daemon_pid, matching, port_open, run_daemon, stop, wait
+from .users import WEB_USER
 
 DB_PORT = 3307
 REDIS_PORT = 6380
@@ -60,139 +63,212 @@ QUEUE_PROCESSES = 2
 CLEAN_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
 
-# ------------------------------------------------------------------------- layout
+# ------------------------------------------------------------------------- model
 
 
-def paths(root: Path) -> dict:
-    db, redis = root / "db", root / "redis"
-    return {
-        "state_file": str(root / "stack.json"),
-        "db_dir": str(db),
-        "db_conf": str(db / "my.cnf"),
-        "db_data": str(db / "data"),
-        "db_socket": str(db / "mysqld.sock"),
-        "db_pid_file": str(db / "mysqld.pid"),
-        "db_log": str(db / "mysqld.log"),
-        "db_credentials": str(db / "credentials.json"),
-        "redis_dir": str(redis),
-        "redis_conf": str(redis / "redis.conf"),
-        "redis_pid_file": str(redis / "redis.pid"),
-        "redis_log": str(redis / "redis.log"),
-        "start_log": str(root / "stack-start.log"),
-    }
+@dataclass(frozen=True)
+class Database:
+    port: int
+    socket: str
+    conf: str
+    log: str
+    pid: int | None
+    database: str | None
+    username: str | None
+    password: str | None
+    host: str = ADDRESS
+
+    @property
+    def login(self) -> str:
+        return f"mariadb --no-defaults -h {self.host} -P {self.port} -u {self.username} -p"
 
 
-def supervisor_paths(h: dict) -> dict:
-    d = Path(h["dir"]) / "supervisor"
-    return {
-        "dir": str(d),
-        "conf": str(d / "supervisord.conf"),
-        "socket": str(d / "supervisor.sock"),
-        "pid_file": str(d / "supervisord.pid"),
-        "log": str(d / "supervisord.log"),
-    }
+@dataclass(frozen=True)
+class Redis:
+    port: int
+    conf: str
+    log: str
+    pid: int | None
+    host: str = ADDRESS
+
+
+@dataclass(frozen=True)
+class Supervisor:
+    """A host's supervisord: its files, pid, the workers' user and supervisorctl command lines."""
+
+    dir: str
+    conf: str
+    socket: str
+    pid_file: str
+    log: str
+    pid: int | None
+    user: str
+    group: str = GROUP
+
+    @property
+    def ctl(self) -> str:
+        return f"{SUPERVISORCTL} -c {self.conf}"
+
+    @property
+    def restart(self) -> str:
+        return f"{self.ctl} restart {self.group}:*"
+
+    @property
+    def status(self) -> str:
+        return f"{self.ctl} status"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The stack as one host sees it (`LabHost.stack`; None when the lab has no stack)."""
+
+    db: Database
+    redis: Redis
+    supervisor: Supervisor
+    env_file: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The stack's files under a lab root."""
+
+    root: Path
+
+    @property
+    def state_file(self) -> str:
+        return str(self.root / "stack.json")
+
+    @property
+    def start_log(self) -> str:
+        return str(self.root / "stack-start.log")
+
+    @property
+    def db_dir(self) -> str:
+        return str(self.root / "db")
+
+    @property
+    def db_conf(self) -> str:
+        return f"{self.db_dir}/my.cnf"
+
+    @property
+    def db_data(self) -> str:
+        return f"{self.db_dir}/data"
+
+    @property
+    def db_socket(self) -> str:
+        return f"{self.db_dir}/mysqld.sock"
+
+    @property
+    def db_pid_file(self) -> str:
+        return f"{self.db_dir}/mysqld.pid"
+
+    @property
+    def db_log(self) -> str:
+        return f"{self.db_dir}/mysqld.log"
+
+    @property
+    def db_credentials(self) -> str:
+        return f"{self.db_dir}/credentials.json"
+
+    @property
+    def redis_dir(self) -> str:
+        return str(self.root / "redis")
+
+    @property
+    def redis_conf(self) -> str:
+        return f"{self.redis_dir}/redis.conf"
+
+    @property
+    def redis_pid_file(self) -> str:
+        return f"{self.redis_dir}/redis.pid"
+
+    @property
+    def redis_log(self) -> str:
+        return f"{self.redis_dir}/redis.log"
+
+
+def supervisor_dir(h: LabHost) -> str:
+    return f"{h.dir}/supervisor"
+
+
+def _supervisor(h: LabHost, user: str) -> Supervisor:
+    d = supervisor_dir(h)
+    conf, pid_file = f"{d}/supervisord.conf", f"{d}/supervisord.pid"
+    return Supervisor(dir=d, conf=conf, socket=f"{d}/supervisor.sock", pid_file=pid_file, log=f"{d}/supervisord.log",
+                      pid=daemon_pid(pid_file, conf), user=user)
 
 
 def load_state(root: Path) -> dict | None:
     try:
-        return json.loads(Path(paths(root)["state_file"]).read_text())
+        return json.loads(Path(Layout(root).state_file).read_text())
     except (OSError, ValueError):
         return None
 
 
 def _credentials(root: Path) -> dict:
     """The app's database login, generated once per lab root (kept across up/down)."""
-    f = Path(paths(root)["db_credentials"])
+    f = Path(Layout(root).db_credentials)
     try:
         return json.loads(f.read_text())
     except (OSError, ValueError):
         creds = {"database": DB_NAME, "username": DB_USER, "password": secrets.token_hex(16)}
-        _write(f, json.dumps(creds, indent=2) + "\n", 0o600)
+        write(f, json.dumps(creds, indent=2) + "\n", 0o600)
         return creds
-
-
-def _ids(user: str) -> tuple[int, int]:
-    pw = pwd.getpwnam(user)
-    return pw.pw_uid, pw.pw_gid
 
 
 # ------------------------------------------------------------------------ MariaDB
 
 
-def _db_config(p: dict, port: int) -> str:
-    return f"""\
-# generated by deploy/lab/ for the lab's database server -- do not edit
-[mysqld]
-user = mysql
-datadir = {p['db_data']}
-socket = {p['db_socket']}
-pid-file = {p['db_pid_file']}
-log-error = {p['db_log']}
-port = {port}
-bind-address = 127.0.0.1
-skip-name-resolve
-# small: a sandbox on a shared machine
-innodb_buffer_pool_size = 32M
-innodb_log_file_size = 16M
-performance_schema = OFF
-max_connections = 100
-
-[client]
-socket = {p['db_socket']}
-port = {port}
-"""
+def _db_pid(p: Layout) -> int | None:
+    return daemon_pid(p.db_pid_file, p.db_conf)
 
 
-def _db_pid(p: dict) -> int | None:
-    return _daemon_pid(Path(p["db_pid_file"]), p["db_conf"])
-
-
-def _db_sql(p: dict, sql: str) -> str:
+def _db_sql(p: Layout, sql: str) -> str:
     """Run SQL as the database's root (unix socket authentication: only the OS root gets in)."""
-    r = subprocess.run([MARIADB, "--no-defaults", f"--socket={p['db_socket']}", "-u", "root", "-N", "-e", sql],
+    r = subprocess.run([MARIADB, "--no-defaults", f"--socket={p.db_socket}", "-u", "root", "-N", "-e", sql],
                        capture_output=True, text=True, timeout=30)
     if r.returncode != 0:
         raise LabError(f"database: {sql.split()[0]} ... failed: {r.stderr.strip()}")
     return r.stdout
 
 
-def _db_answers(p: dict) -> bool:
-    r = subprocess.run([MARIADB, "--no-defaults", f"--socket={p['db_socket']}", "-u", "root", "-e", "SELECT 1"],
+def _db_answers(p: Layout) -> bool:
+    r = subprocess.run([MARIADB, "--no-defaults", f"--socket={p.db_socket}", "-u", "root", "-e", "SELECT 1"],
                        capture_output=True, timeout=10)
     return r.returncode == 0
 
 
-def _start_db(root: Path, p: dict, port: int) -> int:
-    mysql_uid, mysql_gid = _ids("mysql")
-    _mkdir(Path(p["db_dir"]), 0o755, mysql_uid, mysql_gid)
-    _write(Path(p["db_conf"]), _db_config(p, port), 0o644)
-    if not (Path(p["db_data"]) / "mysql").is_dir():
-        _log("db: mariadb-install-db (first start)")
-        with open(p["start_log"], "ab") as log:
-            r = subprocess.run([MARIADB_INSTALL_DB, f"--defaults-file={p['db_conf']}", "--skip-test-db",
+def _start_db(p: Layout, port: int) -> int:
+    mkdir(Path(p.db_dir), 0o755, *users.ids("mysql"))
+    write(Path(p.db_conf), render("my.cnf", data=p.db_data, socket=p.db_socket, pid_file=p.db_pid_file, log=p.db_log,
+                                  port=port), 0o644)
+    if not (Path(p.db_data) / "mysql").is_dir():
+        log("db: mariadb-install-db (first start)")
+        with open(p.start_log, "ab") as out:
+            r = subprocess.run([MARIADB_INSTALL_DB, f"--defaults-file={p.db_conf}", "--skip-test-db",
                                 "--auth-root-authentication-method=socket"],
-                               stdin=subprocess.DEVNULL, stdout=log, stderr=log, timeout=120)
+                               stdin=subprocess.DEVNULL, stdout=out, stderr=out, timeout=120)
         if r.returncode != 0:
-            raise LabError(f"mariadb-install-db exited {r.returncode}:\n{_tail(Path(p['start_log']))}")
-    Path(p["db_pid_file"]).unlink(missing_ok=True)
-    if _port_open(port):
+            raise LabError(f"mariadb-install-db exited {r.returncode}:\n{tail(p.start_log)}")
+    Path(p.db_pid_file).unlink(missing_ok=True)
+    if port_open(port):
         raise LabError(f"port {port} is already in use: the lab's database cannot listen there (pick another db_port)")
     # mariadbd does not daemonize itself: setsid -f detaches it from us (its parent becomes init).
-    _run_daemon(["setsid", "-f", MARIADBD, f"--defaults-file={p['db_conf']}"], Path(p["start_log"]))
+    run_daemon(["setsid", "-f", MARIADBD, f"--defaults-file={p.db_conf}"], Path(p.start_log))
     try:
-        _wait(lambda: _port_open(port) and _db_answers(p), 60, f"the database on port {port}", interval=0.2)
+        wait(lambda: port_open(port) and _db_answers(p), 60, f"the database on port {port}", interval=0.2)
     except LabError as e:
-        raise LabError(f"{e}\n{_tail(Path(p['db_log']))}") from None
-    return _wait(lambda: _db_pid(p), START_TIMEOUT, "the database's pid file")
+        raise LabError(f"{e}\n{tail(p.db_log)}") from None
+    return wait(lambda: _db_pid(p), START_TIMEOUT, "the database's pid file")
 
 
-def _ensure_app_database(root: Path, p: dict) -> dict:
+def _ensure_app_database(root: Path, p: Layout) -> dict:
     c = _credentials(root)
     # The password is hex (no quoting issue); both hosts: skip-name-resolve makes 127.0.0.1
     # (TCP) and localhost (the socket) different accounts.
-    users = [f"'{c['username']}'@'127.0.0.1'", f"'{c['username']}'@'localhost'"]
+    accounts = [f"'{c['username']}'@'127.0.0.1'", f"'{c['username']}'@'localhost'"]
     sql = [f"CREATE DATABASE IF NOT EXISTS `{c['database']}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"]
-    for u in users:
+    for u in accounts:
         sql.append(f"CREATE USER IF NOT EXISTS {u} IDENTIFIED BY '{c['password']}';")
         sql.append(f"ALTER USER {u} IDENTIFIED BY '{c['password']}';")
         sql.append(f"GRANT ALL PRIVILEGES ON `{c['database']}`.* TO {u};")
@@ -203,199 +279,97 @@ def _ensure_app_database(root: Path, p: dict) -> dict:
 # -------------------------------------------------------------------------- Redis
 
 
-def _redis_config(p: dict, port: int) -> str:
-    return f"""\
-# generated by deploy/lab/ for the lab's Redis -- do not edit
-port {port}
-bind 127.0.0.1
-protected-mode yes
-daemonize yes
-pidfile {p['redis_pid_file']}
-logfile {p['redis_log']}
-dir {p['redis_dir']}
-# no persistence: queue and cache only, a sandbox
-save ""
-appendonly no
-# the config path in the process title: how down() tells our redis-server from others
-proc-title-template "{{title}} {{listen-addr}} {{config-file}}"
-"""
-
-
-def _redis_pid(p: dict) -> int | None:
-    return _daemon_pid(Path(p["redis_pid_file"]), p["redis_conf"])
+def _redis_pid(p: Layout) -> int | None:
+    return daemon_pid(p.redis_pid_file, p.redis_conf)
 
 
 def _redis_ping(port: int) -> bool:
-    import socket
-
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+        with socket.create_connection((ADDRESS, port), timeout=1) as s:
             s.sendall(b"PING\r\n")
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
 
 
-def _start_redis(p: dict, port: int) -> int:
-    _mkdir(Path(p["redis_dir"]), 0o750, *_ids("redis"))
-    _write(Path(p["redis_conf"]), _redis_config(p, port), 0o644)
-    Path(p["redis_pid_file"]).unlink(missing_ok=True)
-    if _port_open(port):
+def _start_redis(p: Layout, port: int) -> int:
+    mkdir(Path(p.redis_dir), 0o750, *users.ids("redis"))
+    write(Path(p.redis_conf), render("redis.conf", port=port, pid_file=p.redis_pid_file, log=p.redis_log,
+                                     dir=p.redis_dir), 0o644)
+    Path(p.redis_pid_file).unlink(missing_ok=True)
+    if port_open(port):
         raise LabError(f"port {port} is already in use: the lab's Redis cannot listen there (pick another redis_port)")
-    _run_daemon(["runuser", "-u", "redis", "--", REDIS_SERVER, p["redis_conf"]], Path(p["start_log"]))
+    run_daemon(["runuser", "-u", "redis", "--", REDIS_SERVER, p.redis_conf], Path(p.start_log))
     try:
-        _wait(lambda: _redis_ping(port), START_TIMEOUT, f"Redis on port {port}")
+        wait(lambda: _redis_ping(port), START_TIMEOUT, f"Redis on port {port}")
     except LabError as e:
-        raise LabError(f"{e}\n{_tail(Path(p['redis_log']))}") from None
-    return _wait(lambda: _redis_pid(p), START_TIMEOUT, "Redis's pid file")
+        raise LabError(f"{e}\n{tail(p.redis_log)}") from None
+    return wait(lambda: _redis_pid(p), START_TIMEOUT, "Redis's pid file")
 
 
 # --------------------------------------------------------------------- supervisor
 
 
-def _supervisor_config(h: dict, user: str) -> str:
-    s = supervisor_paths(h)
-    current = f"{h['deploy_path']}/current"
-    home = pwd.getpwnam(user).pw_dir
-    common = f"""\
-directory = {current}
-user = {user}
-environment = HOME="{home}",USER="{user}"
-autostart = true
-autorestart = true
-startsecs = 1
-startretries = 3
-stopsignal = TERM
-stopwaitsecs = 30
-stopasgroup = true
-killasgroup = true
-redirect_stderr = true
-stdout_logfile_maxbytes = 1MB
-stdout_logfile_backups = 1
-"""
-    return f"""\
-; generated by deploy/lab/ for {h['name']} -- do not edit
-[unix_http_server]
-file = {s['socket']}
-chmod = 0700
-
-[supervisord]
-logfile = {s['log']}
-pidfile = {s['pid_file']}
-childlogdir = {s['dir']}
-identifier = {h['name']}
-user = root
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[supervisorctl]
-serverurl = unix://{s['socket']}
-
-; Before the first deploy `current` does not exist: chdir fails, the programs end FATAL
-; until the deploy restarts them (supervisorctl -c {s['conf']} restart {GROUP}:*).
-[program:queue]
-command = php {current}/artisan queue:work redis --sleep=1 --tries=1 --max-time=3600
-process_name = %(program_name)s_%(process_num)02d
-numprocs = {QUEUE_PROCESSES}
-stdout_logfile = {s['dir']}/%(program_name)s_%(process_num)02d.log
-{common}
-[program:scheduler]
-command = php {current}/artisan schedule:work
-stdout_logfile = {s['dir']}/scheduler.log
-{common}
-[group:{GROUP}]
-programs = queue,scheduler
-"""
+def _supervisor_config(h: LabHost, s: Supervisor) -> str:
+    common = render("supervisord-program.conf", current=h.current, user=s.user, home=users.home(s.user))
+    return render("supervisord.conf", name=h.name, socket=s.socket, log=s.log, pid_file=s.pid_file, dir=s.dir,
+                  conf=s.conf, group=s.group, current=h.current, queue_processes=QUEUE_PROCESSES, common=common)
 
 
-def _supervisor_pid(h: dict) -> int | None:
-    s = supervisor_paths(h)
-    return _daemon_pid(Path(s["pid_file"]), s["conf"])
-
-
-def supervisorctl_argv(h: dict) -> list[str]:
+def supervisorctl_argv(h: LabHost) -> list[str]:
     """argv prefix of supervisorctl for this host's supervisord (add e.g. 'restart', 'app:*')."""
-    return [SUPERVISORCTL, "-c", supervisor_paths(h)["conf"]]
+    return [SUPERVISORCTL, "-c", f"{supervisor_dir(h)}/supervisord.conf"]
 
 
-def _start_supervisor(h: dict, user: str) -> int:
-    s = supervisor_paths(h)
-    _mkdir(Path(s["dir"]), 0o755)
-    _write(Path(s["conf"]), _supervisor_config(h, user), 0o644)
-    Path(s["pid_file"]).unlink(missing_ok=True)
-    Path(s["socket"]).unlink(missing_ok=True)
-    _run_daemon([SUPERVISORD, "-c", s["conf"]], Path(h["start_log"]), env=CLEAN_ENV)
+def _start_supervisor(h: LabHost, user: str) -> int:
+    s = _supervisor(h, user)
+    mkdir(Path(s.dir), 0o755)
+    write(Path(s.conf), _supervisor_config(h, s), 0o644)
+    Path(s.pid_file).unlink(missing_ok=True)
+    Path(s.socket).unlink(missing_ok=True)
+    run_daemon([SUPERVISORD, "-c", s.conf], Path(h.start_log), env=CLEAN_ENV)
 
     def answers():
         r = subprocess.run(supervisorctl_argv(h) + ["pid"], capture_output=True, text=True, timeout=10)
         return r.stdout.strip().isdigit()
 
     try:
-        _wait(answers, START_TIMEOUT, f"{h['name']} supervisord on {s['socket']}", interval=0.1)
+        wait(answers, START_TIMEOUT, f"{h.name} supervisord on {s.socket}", interval=0.1)
     except LabError as e:
-        raise LabError(f"{e}\n{_tail(Path(s['log']))}") from None
-    return _wait(lambda: _supervisor_pid(h), START_TIMEOUT, f"{h['name']} supervisord pid file")
+        raise LabError(f"{e}\n{tail(s.log)}") from None
+    return wait(lambda: daemon_pid(s.pid_file, s.conf), START_TIMEOUT, f"{h.name} supervisord pid file")
 
 
 # ---------------------------------------------------------------------- .env file
 
 
-def env_text(h: dict, state: dict, creds: dict) -> str:
+def env_text(h: LabHost, state: dict, creds: dict) -> str:
     key = "base64:" + base64.b64encode(secrets.token_bytes(32)).decode()
-    return f"""\
-# Written by deploy/lab/ because {h['deploy_path']}/shared/.env was missing (the first .env of a
-# host is placed by hand on a real server). The deploy's `shared` step links it into each release.
-APP_NAME=sample-app
-APP_ENV=production
-APP_KEY={key}
-APP_DEBUG=false
-APP_URL={h['base_url']}
-APP_INSTANCE={h['name']}
-
-LOG_CHANNEL=single
-LOG_LEVEL=debug
-
-DB_CONNECTION=mysql
-DB_HOST=127.0.0.1
-DB_PORT={state['db_port']}
-DB_DATABASE={creds['database']}
-DB_USERNAME={creds['username']}
-DB_PASSWORD={creds['password']}
-
-REDIS_CLIENT=phpredis
-REDIS_HOST=127.0.0.1
-REDIS_PORT={state['redis_port']}
-QUEUE_CONNECTION=redis
-CACHE_DRIVER=redis
-# One prefix per host: `php artisan queue:restart` signals the workers through the cache, so a
-# cache shared by every host would restart every host's workers at once.
-CACHE_PREFIX={h['name']}
-SESSION_DRIVER=file
-"""
+    return render("env", deploy_path=h.deploy_path, app_key=key, base_url=h.base_url, name=h.name,
+                  db_port=state["db_port"], redis_port=state["redis_port"], **creds)
 
 
-def _ensure_env(h: dict, state: dict, creds: dict) -> bool:
+def _ensure_env(h: LabHost, state: dict, creds: dict) -> bool:
     """Write <deploy_path>/shared/.env if it is missing; True if written."""
-    shared = Path(h["deploy_path"]) / "shared"
+    shared = Path(h.deploy_path) / "shared"
     env = shared / ".env"
     if env.exists() or env.is_symlink():
         return False
-    _mkdir(shared, 0o755)
-    _write(env, env_text(h, state, creds), 0o640)
+    mkdir(shared, 0o755)
+    write(env, env_text(h, state, creds), 0o640)
     # owned by the deploy user (root in the lab), readable by the web user's group: the pool
     # and the workers read it, nobody but the deploy user writes it
-    os.chown(env, 0, pwd.getpwnam(WEB_USER).pw_gid)
+    os.chown(env, 0, users.web_ids()[1])
     return True
 
 
 # ------------------------------------------------------------------- up / down
 
 
-def up(root: Path, hosts: list[dict], db_port: int, redis_port: int, workers_user: str) -> dict:
-    """Start what is not running of the stack for these hosts (idempotent). Called by hosts.up()
+def up(root: Path, hosts: list[LabHost], db_port: int, redis_port: int, workers_user: str) -> dict:
+    """Start what is not running of the stack for these hosts (idempotent). Called by lifecycle.up()
     with the lab lock held. A stack already running on other ports is an error."""
-    p = paths(root)
+    p = Layout(root)
     want = {"db_port": int(db_port), "redis_port": int(redis_port), "workers_user": workers_user}
     old = load_state(root)
     running = {"db": _db_pid(p), "redis": _redis_pid(p)}
@@ -403,14 +377,12 @@ def up(root: Path, hosts: list[dict], db_port: int, redis_port: int, workers_use
             want["db_port"], want["redis_port"]):
         raise LabError(f"the lab's stack is running on db port {old['db_port']} / redis port {old['redis_port']}, "
                        f"not {want['db_port']} / {want['redis_port']}: run down(root={str(root)!r}) first")
-    try:
-        pwd.getpwnam(workers_user)
-    except KeyError:
-        raise LabError(f"no user {workers_user!r} to run the workers as (workers_user)") from None
-    _write(Path(p["state_file"]), json.dumps(want, indent=2, sort_keys=True) + "\n")
+    if not users.exists(workers_user):
+        raise LabError(f"no user {workers_user!r} to run the workers as (workers_user)")
+    write(Path(p.state_file), json.dumps(want, indent=2, sort_keys=True) + "\n")
     started = []
     if not running["db"]:
-        _start_db(root, p, want["db_port"])
+        _start_db(p, want["db_port"])
         started.append(f"mariadb (port {want['db_port']})")
     creds = _ensure_app_database(root, p)
     if not running["redis"]:
@@ -418,60 +390,48 @@ def up(root: Path, hosts: list[dict], db_port: int, redis_port: int, workers_use
         started.append(f"redis (port {want['redis_port']})")
     for h in hosts:
         if _ensure_env(h, want, creds):
-            started.append(f"{h['name']} .env")
-        if not _supervisor_pid(h):
+            started.append(f"{h.name} .env")
+        if not _supervisor(h, workers_user).pid:
             _start_supervisor(h, workers_user)
-            started.append(f"{h['name']} supervisord")
+            started.append(f"{h.name} supervisord")
     if started:
-        _log(f"stack: started {', '.join(started)}")
+        log(f"stack: started {', '.join(started)}")
     return want
 
 
-def down(root: Path, hosts: list[dict]) -> list[str]:
+def down(root: Path, hosts: list[LabHost]) -> list[str]:
     """Stop every host's supervisord (and its workers), then Redis, then the database."""
     stopped = []
     for h in hosts:
-        s = supervisor_paths(h)
-        if _stop(s["pid_file"], s["conf"], with_descendants=True):
-            stopped.append(f"{h['name']}:supervisord")
-        Path(s["socket"]).unlink(missing_ok=True)
-    p = paths(root)
-    if _stop(p["redis_pid_file"], p["redis_conf"]):
+        s = _supervisor(h, WEB_USER)
+        if stop(s.pid_file, s.conf, with_descendants=True):
+            stopped.append(f"{h.name}:supervisord")
+        Path(s.socket).unlink(missing_ok=True)
+    p = Layout(root)
+    if stop(p.redis_pid_file, p.redis_conf):
         stopped.append("redis")
-    if _stop(p["db_pid_file"], p["db_conf"]):
+    if stop(p.db_pid_file, p.db_conf):
         stopped.append("mariadb")
     return stopped
 
 
 def stray_pids(root: Path) -> list[int]:
     """Stack daemons of this root found by command line (their pid files lost or overwritten)."""
-    pat = re.compile(r"(mariadbd|redis-server|supervisord).*" + re.escape(str(root))
-                     + r"/(db/my\.cnf|redis/redis\.conf|lab\d+/supervisor/supervisord\.conf)\b")
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            cmd = _cmdline(int(d.name))
-            if cmd and pat.search(cmd) and _alive(int(d.name)):
-                out.append(int(d.name))
-    return out
+    return matching(re.compile(r"(mariadbd|redis-server|supervisord).*" + re.escape(str(root))
+                               + r"/(db/my\.cnf|redis/redis\.conf|lab\d+/supervisor/supervisord\.conf)\b"))
 
 
-def info(root: Path, h: dict) -> dict | None:
+def info(root: Path, h: LabHost) -> Stack | None:
     """The stack's details as a host sees them (None when the lab has no stack)."""
     state = load_state(root)
     if state is None:
         return None
-    p, s = paths(root), supervisor_paths(h)
-    creds = _credentials(root) if Path(p["db_credentials"]).exists() else {}
-    ctl = " ".join(supervisorctl_argv(h))
-    return {
-        "db": {"host": "127.0.0.1", "port": state["db_port"], "socket": p["db_socket"], "conf": p["db_conf"],
-               "log": p["db_log"], "pid": _db_pid(p), **creds,
-               "login": f"mariadb --no-defaults -h 127.0.0.1 -P {state['db_port']} -u {creds.get('username')} -p"},
-        "redis": {"host": "127.0.0.1", "port": state["redis_port"], "conf": p["redis_conf"], "log": p["redis_log"],
-                  "pid": _redis_pid(p)},
-        "supervisor": {**s, "pid": _supervisor_pid(h), "user": state["workers_user"], "group": GROUP,
-                       "ctl": ctl, "restart": f"{ctl} restart {GROUP}:*", "status": f"{ctl} status"},
-        "env_file": str(Path(h["deploy_path"]) / "shared" / ".env"),
-    }
-
+    p = Layout(root)
+    creds = _credentials(root) if Path(p.db_credentials).exists() else {}
+    return Stack(
+        db=Database(port=state["db_port"], socket=p.db_socket, conf=p.db_conf, log=p.db_log, pid=_db_pid(p),
+                    database=creds.get("database"), username=creds.get("username"), password=creds.get("password")),
+        redis=Redis(port=state["redis_port"], conf=p.redis_conf, log=p.redis_log, pid=_redis_pid(p)),
+        supervisor=_supervisor(h, state["workers_user"]),
+        env_file=f"{h.deploy_path}/shared/.env",
+    )
