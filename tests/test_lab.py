@@ -25,10 +25,10 @@ SSH_BASE = slot_port(2300)
 HTTP_BASE = slot_port(8100)
 N = 2
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.lab, pytest.mark.skipif(
     not all(Path(p).exists() for p in ("/usr/sbin/sshd", "/usr/sbin/php-fpm8.2", "/usr/sbin/nginx", "/usr/bin/php")),
     reason="sshd, php-fpm8.2, nginx or php missing: run deploy.lab.ensure_packages() first",
-)
+)]
 
 
 # deploy/lab/ needs nothing from the rest of the deploy package (deploy/__init__.py is empty).

@@ -53,8 +53,7 @@ def replace_once(text, old, new):
 
 def host_value(the_lab, key):
     """A setting of the lab host lab1 (the one place that knows how labfixture hands hosts out)."""
-    h = the_lab.hosts["lab1"]
-    return h[key] if isinstance(h, dict) else getattr(h, key)
+    return getattr(the_lab.hosts["lab1"], key)
 
 
 def sudoers_text(conf, health=True):

@@ -37,6 +37,8 @@ PACKAGES = [
     "sudo",  # for hosts whose deploy user is not root (sudo -n for setfacl and the FPM reload)
     "chromium",  # headless, for the tests of the HTML report (tests/test_htmlreport_lab.py)
     "wrk",  # the HTTP load of the zero-downtime tests and bench/load.py (deploy/lab/load.py)
+    "shellcheck",  # lints deploy/remote/*.sh and the CI recipes' shell (tests/test_remote_scripts.py, test_ci_docs.py)
+    "nodejs",  # `node --check` of the CI recipe's comment script (tests/test_ci_docs.py)
     # the app stack (services.py) and what the sample app needs from it
     "mariadb-server",
     "mariadb-client",
