@@ -46,10 +46,13 @@ def plan(settings, ctx):
             spec += f",u:{user}:rwX,d:u:{user}:rwX"
         for d, w in zip(dirs, settings["writable"]):
             # -L: shared dirs are symlinks into shared/; without it setfacl only touches the link's
-            # target dir. A dir that already carries the default ACL (shared storage/, from an
-            # earlier deploy) is not walked again: what was created in it since inherited the
-            # ACL. `fab health` checks what is writable, and `fab heal` walks it when it is not.
-            commands.append(ctx.cmd("setfacl -L -R -m {} {}", spec, d, sudo=True, unless=_has_default_acl(ctx, d, users),
+            # target dir. In the releases layout a dir that already carries the default ACL
+            # (shared storage/, from an earlier deploy) is not walked again: what was created in
+            # it since inherited the ACL, and rsync never writes there. In place, rsync writes
+            # into these dirs and its chmod narrows the ACL mask of what it writes: always walk.
+            # `fab health` checks what is writable, and `fab heal` walks it when it is not.
+            unless = None if ctx.in_place else _has_default_acl(ctx, d, users)
+            commands.append(ctx.cmd("setfacl -L -R -m {} {}", spec, d, sudo=True, unless=unless,
                                     skipped=f"{w}: has the default ACL already",
                                     desc=f"let {web} write {w} (ACL; not walked again once set)"))
         for f in _shared_files(ctx):
