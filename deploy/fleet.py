@@ -58,11 +58,12 @@ class Fleet:
         self.plans = plans or {}  # host name -> the deploy plan already made for it
         self.batch_log = []       # per batch that ran: number, hosts, times, failed, outcome (reports)
 
-    def map(self, fn, hosts):
-        """Run fn(host) for every host, at most `parallel` at once; results in host order."""
+    def map(self, fn, hosts, workers=None):
+        """Run fn(host) for every host, at most `parallel` (or `workers`) at once; results in host order."""
         if not hosts:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.parallel, len(hosts)), thread_name_prefix="host") as pool:
+        width = max(1, min(workers or self.parallel, self.parallel, len(hosts)))
+        with ThreadPoolExecutor(max_workers=width, thread_name_prefix="host") as pool:
             return list(pool.map(fn, hosts))
 
     def lock_all(self, release):
@@ -91,8 +92,13 @@ class Fleet:
 
         outcomes = [take(ordered[0])] if ordered else []
         if outcomes and outcomes[0][2].state != ops.LOCKED:
-            outcomes += self.map(take, ordered[1:])
-        for host, transport, result, locked in outcomes:
+            # The hosts that give their connection up first, the ones that keep it last: open
+            # connections never exceed the parallelism, during the lock pass either.
+            later = [h for h in ordered[1:] if h.name not in first_wave]
+            kept = 1 if outcomes[0][1] is not None else 0
+            outcomes += self.map(take, later, workers=self.parallel - kept)
+            outcomes += self.map(take, [h for h in ordered[1:] if h.name in first_wave])
+        for host, transport, result, locked in sorted(outcomes, key=lambda o: o[0].name):
             results[host.name] = result
             if locked:
                 held[host.name] = transport   # None: locked, connects again at its turn
