@@ -196,14 +196,15 @@ def _normalize(lines, values, fields):
     """Each host value (longest first, as a whole word: `web1` is not part of `web10`) -> its
     placeholder."""
     pairs = sorted(((values[f], f) for f in fields if values[f]), key=lambda p: -len(p[0]))
-    patterns = [(re.compile(r"(?<![A-Za-z0-9_])" + re.escape(v) + r"(?![A-Za-z0-9_])"), _placeholder(f))
-                for v, f in pairs]
-    out = []
-    for line in lines:
-        for pattern, placeholder in patterns:
-            line = pattern.sub(lambda m: placeholder, line)
-        out.append(line)
-    return out
+    if not pairs:
+        return list(lines)
+    # One pattern per host (alternatives longest first), not one per value: 500 hosts would
+    # overflow re's cache and compile thousands of patterns.
+    placeholder = {}
+    for v, f in pairs:
+        placeholder.setdefault(v, _placeholder(f))
+    pattern = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(re.escape(v) for v, _ in pairs) + r")(?![A-Za-z0-9_])")
+    return [pattern.sub(lambda m: placeholder[m.group(1)], line) for line in lines]
 
 
 def _denormalize(lines, values, fields):
