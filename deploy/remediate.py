@@ -1,6 +1,6 @@
 """Remediation: run the checks, apply the fix mapped to each failed check, verify again; bounded.
 
-The fixes are the ones that really work (../shared/FACTS.md), never the incident report's.
+The fixes are the ones that really work (docs/why.md), never the incident report's.
 Where a pipeline step does the same thing, the fix is that step's own plan, for the live
 release (StepContext(host, pipeline, live id); in place the deploy path), with the pipeline's
 settings for it or, when it has no such step, the step's defaults:

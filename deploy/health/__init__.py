@@ -15,7 +15,7 @@ The package:
   logs.py       Laravel and PHP log lines, the history's last change (pure)
   checks/       one module per check, discovered (a new check is one file)
 
-What is checked, and why, follows ../shared/FACTS.md (not the incident report's explanations):
+What is checked, and why, follows docs/why.md (not the incident report's explanations):
 ownership never decides OPCache freshness; it breaks Laravel (500 "must be present and
 writable"). `php -r opcache_reset()` never reaches the pool. A changed file is never re-read by
 the pool with opcache.validate_timestamps=0 until a reset or reload.
