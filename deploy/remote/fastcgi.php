@@ -221,6 +221,44 @@ function cgi_params(string $script, string $query): array
     ];
 }
 
+/**
+ * The params nginx sends for a URL served by a front controller (try_files ... /index.php?$query_string):
+ * cgi_params() with DOCUMENT_ROOT, SCRIPT_NAME, REQUEST_URI, QUERY_STRING, HTTP_HOST, SERVER_NAME,
+ * SERVER_PORT and HTTPS as given. Without those flags: cgi_params() as it is.
+ */
+function request_params(string $script, string $query, array $o): array
+{
+    $p = cgi_params($script, $query);
+    $root = rtrim($o['document-root'] ?? '', '/');
+    if ($root !== '') {
+        $name = substr($script, strlen($root));
+        $p['DOCUMENT_ROOT'] = $root;
+        $p['SCRIPT_NAME'] = $p['DOCUMENT_URI'] = $name;
+        $p['REQUEST_URI'] = $name . ($query === '' ? '' : '?' . $query);
+    }
+    $https = ($o['https'] ?? '') === '1';
+    if ($https) {
+        $p['HTTPS'] = 'on';
+        $p['REQUEST_SCHEME'] = 'https';
+        $p['SERVER_PORT'] = '443';
+    }
+    if (($o['uri'] ?? '') !== '') {
+        $p['REQUEST_URI'] = $o['uri'];
+        $q = strpos($o['uri'], '?');
+        $p['QUERY_STRING'] = $q === false ? '' : substr($o['uri'], $q + 1);
+    }
+    if (($o['host'] ?? '') !== '') {
+        $p['HTTP_HOST'] = $o['host'];
+        if (preg_match('/^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/', $o['host'], $m)) {
+            $p['SERVER_NAME'] = trim($m[1], '[]');
+            if (isset($m[2])) {
+                $p['SERVER_PORT'] = $m[2];
+            }
+        }
+    }
+    return $p;
+}
+
 /** Turn a non-200 answer into a PoolError, naming the usual cause. */
 function check_http(array $res, string $script): void
 {

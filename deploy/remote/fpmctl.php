@@ -15,6 +15,10 @@
  * itself is fastcgi.php): it writes a copy of probe.php (installed next to it) under a random
  * name, asks the pool to execute it, and always deletes it again.
  *
+ * Its size (about 570 lines, a third of them this contract): one program, one JSON contract shared
+ * by every action. What is a concept of its own lives beside it: the FastCGI client and the params
+ * nginx would send (fastcgi.php), and the code that runs inside the pool (probe.php).
+ *
  * Actions (each prints exactly ONE JSON object on stdout; errors also go to stderr):
  *   status   one probe request; the worker reports pid, user, release, realpath cache entry of
  *            current/, OPcache counters (per-release cached-script counts, stale scripts),
@@ -402,44 +406,6 @@ final class Ctl
         return ['ok' => true, 'checked' => true, 'reason' => sprintf('process_control_timeout = %d s in %s: a reload lets '
             . 'requests in flight finish', $out['process_control_timeout'], $out['config'])] + $out;
     }
-}
-
-/**
- * The params nginx sends for a URL served by a front controller (try_files ... /index.php?$query_string):
- * cgi_params() with DOCUMENT_ROOT, SCRIPT_NAME, REQUEST_URI, QUERY_STRING, HTTP_HOST, SERVER_NAME,
- * SERVER_PORT and HTTPS as given. Without those flags: cgi_params() as it is.
- */
-function request_params(string $script, string $query, array $o): array
-{
-    $p = cgi_params($script, $query);
-    $root = rtrim($o['document-root'] ?? '', '/');
-    if ($root !== '') {
-        $name = substr($script, strlen($root));
-        $p['DOCUMENT_ROOT'] = $root;
-        $p['SCRIPT_NAME'] = $p['DOCUMENT_URI'] = $name;
-        $p['REQUEST_URI'] = $name . ($query === '' ? '' : '?' . $query);
-    }
-    $https = ($o['https'] ?? '') === '1';
-    if ($https) {
-        $p['HTTPS'] = 'on';
-        $p['REQUEST_SCHEME'] = 'https';
-        $p['SERVER_PORT'] = '443';
-    }
-    if (($o['uri'] ?? '') !== '') {
-        $p['REQUEST_URI'] = $o['uri'];
-        $q = strpos($o['uri'], '?');
-        $p['QUERY_STRING'] = $q === false ? '' : substr($o['uri'], $q + 1);
-    }
-    if (($o['host'] ?? '') !== '') {
-        $p['HTTP_HOST'] = $o['host'];
-        if (preg_match('/^(\[[^\]]+\]|[^:]+)(?::(\d+))?$/', $o['host'], $m)) {
-            $p['SERVER_NAME'] = trim($m[1], '[]');
-            if (isset($m[2])) {
-                $p['SERVER_PORT'] = $m[2];
-            }
-        }
-    }
-    return $p;
 }
 
 /** A body in one short line for a reason: an HTML page's <title>, else its start. */
