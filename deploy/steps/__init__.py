@@ -9,9 +9,9 @@ Deploy, rollback, the plan's footer, the order checks and remediation read the d
 of Kind, never a list of kind names.
 """
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
+
+from .. import discover
 
 BUILD = "build"    # builds the new release: before the switch
 SWITCH = "switch"  # moves current: exactly one per pipeline
@@ -33,19 +33,7 @@ class Kind:
                                   # every host's switch until it ended
 
 
-def _discover():
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        kind = getattr(module, "KIND", None)
-        if isinstance(kind, Kind):
-            found[kind.name] = module
-    return dict(sorted(found.items(), key=lambda item: item[1].KIND.order))
-
-
-KINDS = _discover()
+KINDS = discover.declared(__name__, __path__, "KIND", Kind)
 
 
 def spec(kind):

@@ -9,9 +9,9 @@ CHECKS (the names, in order) and TITLES are read from the modules, never listed 
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
+
+from ... import discover
 
 
 @dataclass(frozen=True)
@@ -23,19 +23,7 @@ class Check:
     during_deploy: bool = True    # a deploy's own healing acts on its failures (else only `fab heal`)
 
 
-def _discover():
-    found = {}
-    for info in pkgutil.iter_modules(__path__):
-        if info.name.startswith("_"):
-            continue
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        spec = getattr(module, "CHECK", None)
-        if isinstance(spec, Check):
-            found[spec.name] = module
-    return dict(sorted(found.items(), key=lambda item: item[1].CHECK.order))
-
-
-MODULES = _discover()
+MODULES = discover.declared(__name__, __path__, "CHECK", Check)
 CHECKS = tuple(MODULES)
 TITLES = {name: m.CHECK.title for name, m in MODULES.items()}
 
