@@ -8,7 +8,7 @@ from . import cliargs
 from . import fleet as fleet_mod
 from . import gitsource, htmlreport, notify, planfile, rollout, runinfo
 from .cli_plan import (DEFAULT_INVENTORY, _document, _load_plan_inputs, _path, _pipeline_or_none, _quietly_piped,
-                       load, plan_cmd)
+                       load, plan_cmd, plan_hosts, ready_to_connect)
 from . import inventory as inventory_mod
 from . import operations as ops
 from . import plan as planner
@@ -57,14 +57,9 @@ def deploy(host, inventory=None, pipeline=None, source=None, release=None, dry_r
                                (("--report", report), ("--junit", junit), ("--html", html)))
         _, _, hosts, pipe, release = _load_plan_inputs(host, inventory, pipeline, source, release, allow_dirty)
         operator = planner.Operator.here()
-        # The host that migrates goes first (its batch is the first); every plan names it.
-        primary, hosts = rollout.primary(hosts, pipe)
-        # Plan every host first: a bad setting for any host stops the run before any SSH.
-        plans = {h.name: planner.deploy(h, pipe, release, operator, primary=primary) for h in hosts}
+        hosts, plans = plan_hosts(hosts, pipe, release, operator)
         targets = notify.resolve(pipe.notify)
-        inventory_mod.check_controller_files(hosts)  # a deploy needs the key and known_hosts files
-        if pipe.git is not None:
-            gitsource.export(pipe.git)
+        ready_to_connect(hosts, pipe)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -134,9 +129,7 @@ def deploy_saved(plan_file, dry_run, report, junit, html, reporter, given):
                               hint="make a new plan (fab plan ... --out FILE), review it, and deploy that one")
         targets = [] if dry_run else notify.resolve(pipe.notify)
         if not dry_run:
-            inventory_mod.check_controller_files(hosts)
-            if pipe.git is not None:
-                gitsource.export(pipe.git)
+            ready_to_connect(hosts, pipe)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
@@ -170,8 +163,7 @@ def _rebuild(doc, plan_file):
                           hint="make a new plan (fab plan ... --out FILE), review it, and deploy that one") from None
     by = doc["planned_by"]
     operator = planner.Operator(user=str(by["user"]), machine=str(by["machine"]), pid=int(by["pid"]), run=doc["run"])
-    primary, hosts = rollout.primary(hosts, pipe)
-    plans = {h.name: planner.deploy(h, pipe, release, operator, primary=primary) for h in hosts}
+    hosts, plans = plan_hosts(hosts, pipe, release, operator)
     now = _document(hosts, pipe, plans, release, operator, inv_path, inv, doc["fleet"], flags, digests=True)
     return hosts, pipe, plans, operator, now
 

@@ -47,6 +47,22 @@ def _load_plan_inputs(host, inventory, pipeline, source, release, allow_dirty):
     return inv_path, inv, hosts, pipe, release or planner.new_release_id()
 
 
+def plan_hosts(hosts, pipe, release, operator):
+    """Every host's plan, before any connection (a bad setting for any host stops the run):
+    (hosts in deploy order, {host name: plan}). The host that migrates goes first, so it is in
+    the first batch, and every plan names it."""
+    primary, hosts = rollout.primary(hosts, pipe)
+    return hosts, {h.name: planner.deploy(h, pipe, release, operator, primary=primary) for h in hosts}
+
+
+def ready_to_connect(hosts, pipe):
+    """What a connecting command needs before the first host: the key and known_hosts files, and
+    a git source exported (rsync sends that directory)."""
+    inventory_mod.check_controller_files(hosts)
+    if pipe.git is not None:
+        gitsource.export(pipe.git)
+
+
 def _document(hosts, pipe, plans, release, operator, inv_path, inv, fleet, flags, digests):
     return planfile.build(release=release, operator=operator, hosts=hosts, plans=plans, pipe=pipe,
                           inventory=(inv_path, inv.files), fleet=fleet, on_failure=_on_failure(pipe),
@@ -75,16 +91,13 @@ def plan_cmd(host, inventory=None, pipeline=None, source=None, release=None, ser
         # A plan meant to be run later gets a run id: its lock token, whoever runs it.
         saved = bool(out or as_json)
         operator = planner.Operator.here(run=planfile.new_run_id() if saved else None)
-        primary, hosts = rollout.primary(hosts, pipe)
-        plans = {h.name: planner.deploy(h, pipe, release, operator, primary=primary) for h in hosts}
+        hosts, plans = plan_hosts(hosts, pipe, release, operator)
         fleet = planfile.fleet_doc(hosts, pipe, serial, max_fail, parallel, rollback_all)
         flags = {"host": host, "inventory": inventory, "pipeline": pipeline, "source": source,
                  "allow_dirty": bool(allow_dirty)}
         doc = _document(hosts, pipe, plans, release, operator, inv_path, inv, fleet, flags, digests=saved)
         if check:  # connects: the files a connection needs, and the source rsync compares
-            inventory_mod.check_controller_files(hosts)
-            if pipe.git is not None:
-                gitsource.export(pipe.git)
+            ready_to_connect(hosts, pipe)
     except ConfigError as exc:
         reporter.error(str(exc))
         return EXIT_BAD_INPUT
