@@ -348,6 +348,18 @@ class Transport:
             self.conn = None
 
 
+def recv_line(conn):
+    """The bridge's request: one newline-ended line (the command), read a byte at a time so
+    nothing after it is consumed; None when the other side closed first."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = conn.recv(1)
+        if not chunk:
+            return None
+        line += chunk
+    return line.decode().rstrip("\n")
+
+
 class RshBridge:
     """Runs remote commands for deploy/rsh.py over an existing paramiko transport.
 
@@ -378,14 +390,11 @@ class RshBridge:
     def _serve(self, conn):
         chan = None
         try:
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = conn.recv(1)
-                if not chunk:
-                    return
-                line += chunk
+            command = recv_line(conn)
+            if command is None:
+                return
             chan = self.transport.open_session()
-            chan.exec_command(line.decode().rstrip("\n"))
+            chan.exec_command(command)
             threading.Thread(target=self._to_channel, args=(conn, chan), daemon=True).start()
             while True:
                 while chan.recv_stderr_ready():

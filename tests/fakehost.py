@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 
-from deploy.transport import Session, SessionLost, TransportError
+from deploy.transport import Session, SessionLost, TransportError, recv_line
 
 
 class LocalTransport:
@@ -198,13 +198,10 @@ class LocalBridge:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn):
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = conn.recv(1)
-            if not chunk:
-                return
-            line += chunk
-        proc = subprocess.Popen(["sh", "-c", line.decode().rstrip("\n")], stdin=subprocess.PIPE,
+        command = recv_line(conn)   # the same request protocol as the real bridge
+        if command is None:
+            return
+        proc = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE)
 
         def pump_in():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -49,3 +50,31 @@ def fab(*args, timeout=300, env=None):
     """Run `fab ARGS` from the project root; returns CompletedProcess with text output."""
     full_env = dict(os.environ, COLUMNS="200", **(env or {}))
     return subprocess.run([FAB, *args], cwd=PROJECT, capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def process_gone(pid, timeout=5):
+    """Has process `pid` ended (or become a zombie) within `timeout` seconds?"""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_exec(pid, program, timeout=5):
+    """Wait until process `pid` runs `program` (its argv[0]: the exec happened), at most `timeout` s."""
+    want = program.encode()
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] == want:
+                return
+        except OSError:
+            pass
+        time.sleep(0.01)
+

@@ -77,3 +77,20 @@ def wait_for(predicate, timeout=10, interval=0.1):
             return True
         time.sleep(interval)
     return predicate()
+
+
+def patch_controller(release_dir, suffix, past=2.5):
+    """Edit the live release's code IN PLACE (as in the incident), as an editor does: a new file
+    renamed over the old one (so hard-linked copies in other releases keep the old text), with
+    an mtime `past` seconds ago (older than opcache.file_update_protection=2 s)."""
+    f = release_dir / "app" / "Http" / "Controllers" / "VersionController.php"
+    text = f.read_text()
+    old = "return response($release, 200)"
+    assert old in text
+    tmp = f.with_name(f.name + ".new")
+    tmp.write_text(text.replace(old, f"return response($release . {suffix!r}, 200)"))
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, f)
+    t = time.time() - past
+    os.utime(f, (t, t))
+    return f

@@ -26,7 +26,7 @@ from deploy import inventory, operations as ops, pipeline as pipeline_mod, plan 
 from deploy.cli import exit_code
 from deploy.errors import EXIT_FAILED, EXIT_NEEDS_HUMAN, EXIT_OK
 from fakehost import LocalTransport
-from helpers import write
+from helpers import process_gone, write
 
 INVENTORY = """
 defaults:
@@ -324,7 +324,7 @@ def test_a_command_past_its_timeout_before_the_switch_is_killed_and_the_release_
     assert r.state == ops.FAILED_BEFORE_SWITCH and r.switched is False
     assert "did not finish" in r.message and "timed out after 3s" in _output(r, "build")
     assert w.live() == "r1" and w.releases() == ["r1"] and not w.locked()
-    assert _gone(w.bin / "build.r2.pid"), "the timed-out command still runs on the host"
+    assert process_gone(int((w.bin / "build.r2.pid").read_text()), timeout=10), "the timed-out command still runs on the host"
 
 
 def test_a_command_past_its_timeout_after_the_switch_is_rolled_back(world):
@@ -336,7 +336,7 @@ def test_a_command_past_its_timeout_after_the_switch_is_rolled_back(world):
     assert r.state == ops.ROLLED_BACK and r.switched is True, r.message
     assert "timed out after 3s" in _output(r, "check")
     assert w.live() == "r1" and w.bad() == ["r2"] and not w.locked()
-    assert _gone(w.bin / "check.r2.pid")
+    assert process_gone(int((w.bin / "check.r2.pid").read_text()), timeout=10)
 
 
 def test_the_release_already_live_is_refused_and_kept(deployed):
@@ -472,7 +472,7 @@ def test_interrupted_during_the_build_cuts_it_on_the_host(deployed):
     assert r.state == ops.UNTOUCHED and r.switched is False, r.message
     assert _status(r, "build") == "interrupted"
     assert w.live() == "r1" and w.releases() == ["r1"] and not w.locked()
-    assert _gone(w.bin / "build.r2.pid")
+    assert process_gone(int((w.bin / "build.r2.pid").read_text()), timeout=10)
 
 
 def test_interrupted_after_the_switch_goes_on_to_a_proven_release(deployed):
@@ -505,7 +505,7 @@ def test_a_second_signal_after_the_switch_leaves_the_new_release_live_and_says_s
     assert "stopped by a second signal after the switch: r2 is live (complete) but not verified" in r.message
     assert w.live() == "r2" and w.complete("r2") and not w.locked()
     assert_last_history(w, action="deploy", release="r2", state="needs human")
-    assert _gone(w.bin / "check.r2.pid")
+    assert process_gone(int((w.bin / "check.r2.pid").read_text()), timeout=10)
 
 
 # ---------------------------------------------------------------------------- the fleet's hold
@@ -691,18 +691,3 @@ def _command(result, name):
 
 def _output(result, name):
     return "\n".join(c.output for s in result.steps if s.name == name for c in s.commands)
-
-
-def _gone(pidfile, timeout=10):
-    """Has the process whose pid the hook wrote ended (or become a zombie)?"""
-    pid = int(pidfile.read_text())
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False

@@ -11,6 +11,7 @@ from deploy.executor import Runner, batch_script
 from deploy.inventory import Fpm, Host
 from deploy.transport import SessionLost
 from fakehost import LocalTransport
+from helpers import process_gone
 
 
 @pytest.fixture
@@ -102,7 +103,7 @@ def test_a_command_past_its_timeout_fails_and_is_killed_on_the_host(transport, h
     c = res[0].commands[0]
     assert c.exit_code is None and "timed out after 1s" in c.output
     pid = int(pidfile.read_text())
-    assert _gone(pid), "the timed-out command still runs"
+    assert process_gone(pid), "the timed-out command still runs"
 
 
 def test_a_lost_connection_keeps_what_finished(transport, host):
@@ -144,7 +145,7 @@ def test_a_second_signal_cuts_an_interruptible_session(transport, host, tmp_path
     t0 = time.monotonic()
     res = r.run([step("slow", sh("echo $$ > {}; exec sleep 30", str(pidfile)))], interruptible=True)
     assert res[0].status == "interrupted" and time.monotonic() - t0 < 10
-    assert _gone(int(pidfile.read_text()))
+    assert process_gone(int(pidfile.read_text()))
 
 
 def test_a_first_signal_cuts_a_build_that_would_never_switch_but_not_a_migration(transport, host, tmp_path):
@@ -175,16 +176,3 @@ def test_secrets_are_masked_in_outputs_and_renderings(transport, host):
     c = res[0].commands[0]
     assert c.output.strip() == "token=***" and c.command == "echo token=***"
     assert "s3cr3t" not in str(r.events)
-
-
-def _gone(pid, timeout=5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        try:
-            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            return True
-        if state in ("Z", "X"):
-            return True
-        time.sleep(0.05)
-    return False

@@ -17,7 +17,7 @@ import pytest
 
 from deploy import health, remote
 from deploy.health import sections
-from helpers import PROJECT, composer_install
+from helpers import PROJECT, composer_install, wait_exec
 
 PHP = shutil.which("php")
 SECRET = "base64:c2VjcmV0LXZhbHVlLXRoYXQtbXVzdC1uZXZlci1sZWF2ZQ=="
@@ -77,15 +77,7 @@ def processes():
     def start(cwd, *argv):
         p = subprocess.Popen(list(argv), cwd=cwd, start_new_session=True)
         started.append(p)
-        want = argv[0].encode()
-        end = time.monotonic() + 5
-        while time.monotonic() < end:
-            try:
-                if Path(f"/proc/{p.pid}/cmdline").read_bytes().split(b"\0")[0] == want:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.01)
+        wait_exec(p.pid, argv[0])
         return p
 
     yield start

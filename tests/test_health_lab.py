@@ -31,6 +31,7 @@ from deploy import plan as planner
 from deploy.executor import Runner
 from deploy.report import Reporter
 from helpers import composer_install, slot_port, slot_root
+from labfixture import patch_controller
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = os.environ.get("HEALTH_LAB_ROOT", slot_root("/srv/labhealth"))
@@ -105,23 +106,6 @@ def checks(labh, name):
 
 def as_web_user_can_write(path):
     return subprocess.run(["runuser", "-u", "www-data", "--", "test", "-w", str(path)]).returncode == 0
-
-
-def patch_controller(release_dir, suffix, past=2.5):
-    """Edit the live release's code IN PLACE (as in the incident), as an editor does: a new file
-    renamed over the old one (so hard-linked copies in other releases keep the old text), with
-    an mtime `past` seconds ago (older than opcache.file_update_protection=2 s)."""
-    f = release_dir / "app" / "Http" / "Controllers" / "VersionController.php"
-    text = f.read_text()
-    old = "return response($release, 200)"
-    assert old in text
-    tmp = f.with_name(f.name + ".new")
-    tmp.write_text(text.replace(old, f"return response($release . {suffix!r}, 200)"))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, f)
-    t = time.time() - past
-    os.utime(f, (t, t))
-    return f
 
 
 def run_on_host(labh, name, command):

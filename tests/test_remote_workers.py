@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import wait_exec
+
 SCRIPT = Path(__file__).resolve().parent.parent / "deploy" / "remote" / "workers.sh"
 PHP = shutil.which("php")
 
@@ -45,15 +47,7 @@ def make_app(root):
         p = subprocess.Popen(["bash", "-c", f"cd '{cwd}' && {exec_a}{line}"], start_new_session=True)
         procs.append(p)
         # until the exec happened (the command line is the new one)
-        want = (name or argv[0]).encode()
-        end = time.monotonic() + 5
-        while time.monotonic() < end:
-            try:
-                if Path(f"/proc/{p.pid}/cmdline").read_bytes().split(b"\0")[0] == want:
-                    break
-            except OSError:
-                pass
-            time.sleep(0.01)
+        wait_exec(p.pid, name or argv[0])
         return p
 
     def switch(rel):

@@ -17,7 +17,7 @@ import pytest
 from deploy import lab as labmod
 from deploy.lab.load import Load
 from helpers import PROJECT, fab, slot_port, slot_root, write
-from labfixture import app_copy, needs_root, start
+from labfixture import app_copy, needs_root, patch_controller, start
 
 pytestmark = [needs_root, pytest.mark.lab]
 
@@ -275,20 +275,3 @@ def test_a_page_rendered_by_the_old_release_still_loads_its_asset_after_the_swit
         assert (rel / ".kept-assets").read_text().split() == ["public/build/app.1111aaaa.js"]
     else:
         assert fetch(lab, host, old)[0] == 404   # what keep_assets is for
-
-
-# --------------------------------------------------------------------------------------- helpers
-
-def patch_controller(release_dir, suffix, past=2.5):
-    """Edit the live release's controller in place (an editor's rename), mtime `past` s ago
-    (older than opcache.file_update_protection, so only OPCache can hide the change)."""
-    f = release_dir / "app" / "Http" / "Controllers" / "VersionController.php"
-    text = f.read_text()
-    old = "return response($release, 200)"
-    assert old in text
-    tmp = f.with_name(f.name + ".new")
-    tmp.write_text(text.replace(old, f"return response($release . {suffix!r}, 200)"))
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, f)
-    t = time.time() - past
-    os.utime(f, (t, t))
