@@ -12,6 +12,10 @@ Markers (a line starting with \\x1e):
               `current`); the executor answers "go", or "stop" after Ctrl-C, so a switch only
               ever happens while the tool is there to see it, and never after it was told to stop
   X n         the gate said stop: the script ended before command n
+  W n         the script's first part ended well; it waits on its stdin before command n, the
+              first of the part the caller runs next (Runner.run's `then`): that part then goes
+              on in this session instead of a new one, which saves a login shell's start-up and
+              a channel's round trips per host (docs/benchmark.md); any other next run ends it
 A command's own timeout is enforced here, from its B marker: past it the session is dropped and
 the session's process group is killed on the host. Output received before a timeout or a lost
 connection is kept, so the caller knows which commands finished (the switch among them).
@@ -27,7 +31,7 @@ from .context import Paths
 from .transport import CommandTimeout, SessionLost, TransportError
 
 MARK = "\x1e"
-_LINE = re.compile(r"\x1e([PBEGX]) (\d+)(?: (-?\d+))?\n")
+_LINE = re.compile(r"\x1e([PBEGXW]) (\d+)(?: (-?\d+))?\n")
 OUTPUT_TAIL = 4000
 
 
@@ -78,25 +82,51 @@ def _tail(output, cmd):
     return output if cmd.capture else output[-OUTPUT_TAIL:]
 
 
-def batch_script(commands):
+def batch_script(commands, start=0, pid=True):
     """The shell script of one session: each command in a subshell, its output and exit code
-    framed by markers; the script stops at the first command whose exit code is not accepted."""
-    parts = ["printf '\\036P %s\\n' \"$$\""]
-    for n, cmd in enumerate(commands):
+    framed by markers; the script stops at the first command whose exit code is not accepted.
+    Commands are numbered from `start` (a part that follows another in the same session)."""
+    parts = ["printf '\\036P %s\\n' \"$$\""] if pid else []
+    for n, cmd in enumerate(commands, start):
         if cmd.gate or cmd.hold:
-            parts.append(f"printf '\\036G {n}\\n'; IFS= read -r __go || __go=;"
-                         f" [ \"$__go\" = go ] || {{ printf '\\036X {n}\\n'; exit 0; }}")
+            parts.append(_wait("G", n))
         ok = "|".join(str(c) for c in cmd.ok_codes)
         parts.append(f"printf '\\036B {n}\\n'; ( {cmd.render(reveal=True)}\n) </dev/null 2>&1; __rc=$?;"
                      f" printf '\\n\\036E {n} %d\\n' $__rc; case $__rc in {ok}) ;; *) exit 0;; esac")
     return "\n".join(parts) + "\n"
 
 
+def _wait(tag, n):
+    """Print the marker, then wait for "go" on stdin; anything else ends the script (X n)."""
+    return (f"printf '\\036{tag} {n}\\n'; IFS= read -r __go || __go=;"
+            f" [ \"$__go\" = go ] || {{ printf '\\036X {n}\\n'; exit 0; }}")
+
+
+def paused_script(head, tail):
+    """One session for two parts: `head`, then a pause (W) before `tail` (see Runner.run)."""
+    return batch_script(head) + _wait("W", len(head)) + "\n" + batch_script(tail, len(head), pid=False)
+
+
+def _first_batch(planned_steps):
+    """The remote commands a run of these steps sends first: after any local commands that
+    lead (rsync), up to the next local one."""
+    cmds = [c for s in planned_steps for c in s.commands]
+    i = 0
+    while i < len(cmds) and _own_session(cmds[i]):
+        i += 1
+    j = i
+    while j < len(cmds) and not _own_session(cmds[j]):
+        j += 1
+    return cmds[i:j]
+
+
 class _Watch:
     """Follows one session's markers as output arrives: step progress, gates, command deadlines."""
 
-    def __init__(self, runner, planned, results, items, interruptible=False):
+    def __init__(self, runner, planned, results, items, interruptible=False, base=0):
         self.runner, self.planned, self.results, self.items = runner, planned, results, items
+        self.base = base          # the number of this part's first command in the script
+        self.paused = False       # the script reached its pause (W): this part is done
         self.interruptible = interruptible   # a signal may cut it (cleanup and rollbacks: never)
         self.buf = ""
         self.begin, self.end = {}, {}
@@ -116,8 +146,12 @@ class _Watch:
             m = _LINE.match(line + "\n")
             if not m:
                 continue
-            tag, n = m.group(1), int(m.group(2))
-            if tag == "P":
+            tag, n = m.group(1), int(m.group(2)) - self.base
+            if tag == "W":
+                self.paused = True
+            elif n < 0:
+                continue
+            elif tag == "P":
                 self.runner.remote_pid = n
             elif tag == "B":
                 si, _, cmd = self.items[n]
@@ -191,13 +225,20 @@ class Runner:
         self.installed = []  # programs installed on the host by this runner (labels)
         self.remote_pid = None
 
-    def run(self, planned_steps, interruptible=False):
+    def run(self, planned_steps, interruptible=False, then=None):
         """Run the steps in order; stop at the first failing command.
 
         With `interruptible`, a stop request (Ctrl-C) is honoured before each session starts;
         the step that was about to start is marked "interrupted". Gated commands (the switch)
         are refused once a stop was requested, whatever `interruptible` says: their step is
         "interrupted" too.
+
+        `then`: the steps the caller means to run next (the build after lock and prepare).
+        When this run's last session ends well, it waits (W) instead of ending, its script
+        already holding the first commands of `then`; the next run() that sends exactly those
+        commands goes on in that session (no new session, no login shell: docs/benchmark.md),
+        and any other use of the connection ends it first. The caller may decide anything in
+        between (install programs, give up): nothing of `then` runs unless it is asked for.
 
         Returns the StepResults (failed step last). Raises SessionLost / TransportError if the
         host is lost; the results so far (every command that finished) are on the exception
@@ -211,6 +252,7 @@ class Runner:
         for r, s in zip(results, planned_steps):
             if not s.commands:
                 r.status = "ok"
+        waiting = getattr(self.transport, "paused", None)   # left by an earlier run
         i = 0
         try:
             while i < len(items):
@@ -225,7 +267,8 @@ class Runner:
                     j = i
                     while j < len(items) and not _own_session(items[j][2]):
                         j += 1
-                    ok = self._run_batch(planned_steps, results, items[i:j], interruptible)
+                    tail = _first_batch(then) if then and j == len(items) else None
+                    ok = self._run_batch(planned_steps, results, items[i:j], interruptible, tail=tail)
                     i = j
                 if not ok:
                     break
@@ -235,10 +278,22 @@ class Runner:
                 if r.status == "pending":
                     r.status = "skipped"
             raise
+        finally:
+            if waiting is not None and self.transport.paused is waiting:
+                self.end_paused()   # this run did not go on with it: end it now
         for r in results:
             if r.status == "pending":
                 r.status = "skipped"
         return results
+
+    def end_paused(self):
+        """End a session left waiting (W) that nobody goes on with: it stops before its next part."""
+        paused, self.transport.paused = self.transport.paused, None
+        if paused is not None:
+            try:
+                self.transport.resume(paused, "stop\n")
+            except TransportError:
+                pass
 
     def install(self, names):
         """Install the tool's programs that the host lacks (see deploy/remote/); recorded in
@@ -287,17 +342,36 @@ class Runner:
     def signalled(self):
         return any(e is not None and e.is_set() for e in (self.stop, self.abort))
 
-    def _run_batch(self, planned, results, items, interruptible=False):
+    def _run_batch(self, planned, results, items, interruptible=False, tail=None):
         commands = [cmd for _, _, cmd in items]
-        watch = _Watch(self, planned, results, items, interruptible)
-        self.remote_pid = None
+        paused = getattr(self.transport, "paused", None)
+        base = 0
+        if paused is not None and paused.script == batch_script(commands, paused.base, pid=False):
+            base = paused.base     # this part is already in that session's script: go on there
+        elif paused is not None:
+            self.end_paused()
+            paused = None
+        watch = _Watch(self, planned, results, items, interruptible, base=base)
         t0 = time.monotonic()
         try:
-            session = self.transport.run(batch_script(commands), on_output=watch.output, tick=watch.tick,
-                                         keep_stdin=any(c.gate or c.hold for c in commands))
+            if paused is not None:
+                self.remote_pid = paused.pid
+                session = self.transport.resume(paused, "go\n", on_output=watch.output, tick=watch.tick)
+            elif tail:
+                self.remote_pid = None
+                session = self.transport.run(paused_script(commands, tail), on_output=watch.output, tick=watch.tick,
+                                             pause=lambda: watch.paused)
+            else:
+                self.remote_pid = None
+                session = self.transport.run(batch_script(commands), on_output=watch.output, tick=watch.tick,
+                                             keep_stdin=any(c.gate or c.hold for c in commands))
         except SessionLost as exc:
             self._record_batch(planned, results, items, exc.output, t0, watch, unfinished=str(exc))
             raise
+        if session.paused is not None:
+            # The next part waits in this session: what it is, and whose shell it runs in.
+            session.paused.script = batch_script(tail, len(commands), pid=False)
+            session.paused.base, session.paused.pid = len(commands), self.remote_pid
         if session.aborted:
             self.kill_remote()
             if watch.timed_out is None:
@@ -330,8 +404,9 @@ class Runner:
         pos = 0
         for n, (si, ci, cmd) in enumerate(items):
             step, res = planned[si], results[si]
-            stopped = out.find(f"{MARK}X {n}\n", pos)
-            begin = out.find(f"{MARK}B {n}\n", pos)
+            mark = n + watch.base   # the command's number in the session's script
+            stopped = out.find(f"{MARK}X {mark}\n", pos)
+            begin = out.find(f"{MARK}B {mark}\n", pos)
             if stopped >= 0 and (begin < 0 or stopped < begin):
                 self._interrupted(step, res)
                 return False
@@ -344,8 +419,8 @@ class Runner:
                 self._unfinished(step, res, cmd, unfinished or
                                  "the session ended before this command began: " + out.strip()[-300:])
                 return False
-            start = begin + len(f"{MARK}B {n}\n")
-            m = re.compile(r"\n?\x1eE " + str(n) + r" (-?\d+)\n").search(out, start)
+            start = begin + len(f"{MARK}B {mark}\n")
+            m = re.compile(r"\n?\x1eE " + str(mark) + r" (-?\d+)\n").search(out, start)
             if not m:
                 # Started but its end marker never came: the session ended while it ran.
                 self._unfinished(step, res, cmd, out[start:] + "\n" + (unfinished or "session ended"),

@@ -61,6 +61,15 @@ class Session:
     stderr: str
     exit_code: int | None
     aborted: bool = False
+    paused: object = None   # the open session, left waiting (Transport.run's pause)
+
+
+class _Open:
+    """A session's open channel and its output decoder, kept between run() and resume()."""
+
+    def __init__(self, chan):
+        self.chan = chan
+        self.decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
 
 # Seconds of silence after which the host is asked for a reply (an SSH global request, which
@@ -139,6 +148,7 @@ class Transport:
         self.host = host
         self.conn = None
         self._bridge = None
+        self.paused = None   # a session left waiting for its next part (run's pause), if any
 
     def connect(self):
         host = self.host
@@ -191,7 +201,7 @@ class Transport:
         self.conn = conn
         return self
 
-    def run(self, script, on_output=None, tick=None, keep_stdin=False):
+    def run(self, script, on_output=None, tick=None, keep_stdin=False, pause=None):
         """Run a shell script in one session. Returns a Session (output, exit code, aborted).
 
         on_output(text): called with each decoded chunk; it may return text to send to the
@@ -200,6 +210,9 @@ class Transport:
         tick(): called at least twice a second; returning False aborts the session (a command
         ran past its timeout; the executor then kills what is left of it on the host); returning
         text sends it to stdin (a gate answered late).
+        pause(): checked after each chunk; once it is true the session is left running, waiting
+        on its stdin, and the Session returned carries it as `paused` (see resume): the next
+        part of the same script goes on without a new session (and its login shell).
 
         A host that stops answering is noticed by asking it for a reply every STALL_PING s of
         silence: no reply within host.stall_timeout raises SessionLost, like a dropped
@@ -210,17 +223,40 @@ class Transport:
         every 10 ms with two reader threads per session, which cost CPU per host for as long as
         a command runs (measured in bench/: half the tool's CPU per host at 32 hosts).
         """
-        out, err = [], []
-        decode = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        liveness = _Liveness(self.conn.client.get_transport(), self.host.stall_timeout)
-        aborted = False
         try:
             chan = self.conn.client.get_transport().open_session(timeout=self.host.connect_timeout)
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            raise SessionLost(f"connection to {self.host.name} lost: {exc}", "") from None
+        try:
+            chan.settimeout(0.5)
+            chan.exec_command(script)
+            if not keep_stdin and pause is None:
+                chan.shutdown_write()  # no stdin: commands must never wait for input
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            chan.close()
+            raise SessionLost(f"connection to {self.host.name} lost: {exc}", "") from None
+        return self._pump(_Open(chan), on_output, tick, pause)
+
+    def resume(self, paused, answer, on_output=None, tick=None, pause=None):
+        """Go on with a session left waiting by run(pause=...): `answer` goes to its stdin
+        ("go\n" to run the rest of its script, "stop\n" to end it), then as run()."""
+        if self.paused is paused:
+            self.paused = None
+        try:
+            paused.chan.sendall(answer.encode())
+        except (OSError, EOFError, paramiko.SSHException) as exc:
+            paused.chan.close()
+            raise SessionLost(f"connection to {self.host.name} lost: {exc}", "") from None
+        return self._pump(paused, on_output, tick, pause)
+
+    def _pump(self, op, on_output, tick, pause):
+        chan = op.chan
+        out, err = [], []
+        liveness = _Liveness(self.conn.client.get_transport(), self.host.stall_timeout)
+        aborted = False
+        keep = False
+        try:
             try:
-                chan.settimeout(0.5)
-                chan.exec_command(script)
-                if not keep_stdin:
-                    chan.shutdown_write()  # no stdin: commands must never wait for input
                 while True:
                     while chan.recv_stderr_ready():
                         err.append(chan.recv_stderr(65536))
@@ -231,11 +267,15 @@ class Transport:
                         data = None
                     if data:
                         liveness.heard()
-                        text = decode.decode(data)
+                        text = op.decode.decode(data)
                         out.append(text)
                         reply = on_output(text) if on_output and text else None
                         if reply is not None:
                             chan.sendall(reply.encode())
+                        if pause is not None and pause():
+                            keep = True
+                            self.paused = op
+                            return Session("".join(out), b"".join(err).decode(errors="replace"), None, paused=op)
                     elif data == b"":
                         break  # EOF: the script ended (or the connection did)
                     said = tick() if tick is not None else True
@@ -249,12 +289,13 @@ class Transport:
                                           f"{self.host.stall_timeout}s)", "".join(out))
                 if aborted:
                     return Session("".join(out), b"".join(err).decode(errors="replace"), None, aborted=True)
-                out.append(decode.decode(b"", final=True))
+                out.append(op.decode.decode(b"", final=True))
                 while chan.recv_stderr_ready():
                     err.append(chan.recv_stderr(65536))
                 code = chan.recv_exit_status()
             finally:
-                chan.close()
+                if not keep:
+                    chan.close()
         except SessionLost:
             raise
         except (OSError, EOFError, paramiko.SSHException) as exc:
@@ -337,6 +378,7 @@ class Transport:
             raise InstallError(f"install into {directory} on {self.host.name} failed (exit {code}): {err.strip()[-300:]}")
 
     def close(self):
+        self.paused = None   # its channel ends with the connection; the script sees EOF and stops
         if self._bridge is not None:
             self._bridge.close()
             self._bridge = None

@@ -36,6 +36,7 @@ class LocalTransport:
         self.installed = []
         self.procs = []            # every session's shell, to reap at the end
         self._bridge = None
+        self.paused = None         # a session left waiting for its next part
 
     # -- faults
     def lose_after(self, marker):
@@ -60,11 +61,17 @@ class LocalTransport:
     def reconnect(self):
         if not self.reconnects:
             raise TransportError(f"cannot connect to {self.host.name}: refused (fake)")
+        if self.paused is not None:   # a new connection: the old one's sessions are gone
+            self._close(self.paused.proc)
+            self.paused = None
         self.connected = True
         self.connections += 1
         return self
 
     def close(self):
+        if self.paused is not None:
+            self._close(self.paused.proc)
+            self.paused = None
         if self._bridge:
             self._bridge.close()
             self._bridge = None
@@ -78,18 +85,30 @@ class LocalTransport:
                     pass
             proc.wait()
 
-    def run(self, script, on_output=None, tick=None, keep_stdin=False):
+    def run(self, script, on_output=None, tick=None, keep_stdin=False, pause=None):
         if not self.connected:
             raise SessionLost(f"connection to {self.host.name} lost (fake)")
         self.sessions += 1
         proc = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
-        if not keep_stdin:
+        if not keep_stdin and pause is None:
             proc.stdin.close()
-        out, err, buf = [], [], ""
-        heard = ""     # the complete lines before the current one: what a "lose before" delivers
-        hung = 0.0     # when the session went silent (a "hang" rule)
-        streams = [proc.stdout, proc.stderr]
+        return self._pump(_Open(proc), on_output, tick, pause)
+
+    def resume(self, paused, answer, on_output=None, tick=None, pause=None):
+        if self.paused is paused:
+            self.paused = None
+        if not self.connected:
+            self._close(paused.proc)
+            raise SessionLost(f"connection to {self.host.name} lost (fake)")
+        paused.proc.stdin.write(answer.encode())
+        paused.proc.stdin.flush()
+        return self._pump(paused, on_output, tick, pause)
+
+    def _pump(self, op, on_output, tick, pause):
+        proc, streams = op.proc, op.streams
+        out, err = [], []
+        keep = False
         try:
             while True:
                 ready, _, _ = select.select(streams, [], [], 0.1) if streams else ([], [], time.sleep(0.1))
@@ -102,12 +121,12 @@ class LocalTransport:
                         err.append(data.decode(errors="replace"))
                         continue
                     text = data.decode(errors="replace")
-                    if hung:
+                    if op.hung:
                         continue        # a frozen host: nothing reaches the tool any more
                     out.append(text)
-                    buf += text
-                    lines = buf.split("\n")
-                    buf = lines.pop()
+                    op.buf += text
+                    lines = op.buf.split("\n")
+                    op.buf = lines.pop()
                     for line in lines:
                         for marker, action in self.rules:
                             if line == "\x1e" + marker or line.startswith("\x1e" + marker + " "):
@@ -119,13 +138,17 @@ class LocalTransport:
                                 if action == "lose before":
                                     self.connected = False
                                     raise SessionLost(f"connection to {self.host.name} lost (fake, before {marker})",
-                                                      heard)
-                                hung = time.monotonic()
-                        heard += line + "\n"
-                    reply = on_output(text) if on_output and not hung else None
+                                                      op.heard)
+                                op.hung = time.monotonic()
+                        op.heard += line + "\n"
+                    reply = on_output(text) if on_output and not op.hung else None
                     if reply is not None and proc.stdin and not proc.stdin.closed:
                         proc.stdin.write(reply.encode())
                         proc.stdin.flush()
+                    if pause is not None and pause() and not op.hung:
+                        keep = True
+                        self.paused = op
+                        return Session("".join(out), "".join(err), None, paused=op)
                 if tick is not None:
                     said = tick()
                     if said is False:
@@ -133,7 +156,7 @@ class LocalTransport:
                     if isinstance(said, str) and proc.stdin and not proc.stdin.closed:
                         proc.stdin.write(said.encode())
                         proc.stdin.flush()
-                if hung and time.monotonic() - hung > self.host.stall_timeout:
+                if op.hung and time.monotonic() - op.hung > self.host.stall_timeout:
                     self.connected = False
                     raise SessionLost(f"{self.host.name} stopped answering (no reply for {self.host.stall_timeout}s)",
                                       "".join(out))
@@ -141,16 +164,20 @@ class LocalTransport:
                     break
             return Session("".join(out), "".join(err), proc.returncode)
         finally:
-            # Like a real channel closing: the script's pipes close (its next write gets
-            # SIGPIPE), nothing is killed; a lost connection kills what ran on it, as sshd does.
-            for f in (proc.stdin, proc.stdout, proc.stderr):
-                try:
-                    f.close()
-                except (OSError, AttributeError):
-                    pass
-            if not self.connected and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            self.procs.append(proc)
+            if not keep:
+                self._close(proc)
+
+    def _close(self, proc):
+        # Like a real channel closing: the script's pipes close (its next write gets
+        # SIGPIPE), nothing is killed; a lost connection kills what ran on it, as sshd does.
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            try:
+                f.close()
+            except (OSError, AttributeError):
+                pass
+        if not self.connected and proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        self.procs.append(proc)
 
     def run_local(self, command, timeout=None, env=None):
         proc = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=timeout,
@@ -175,6 +202,17 @@ class LocalTransport:
 
     def rsh_errors(self):
         return ""
+
+
+class _Open:
+    """One session's shell and what its pump keeps between run() and resume()."""
+
+    def __init__(self, proc):
+        self.proc = proc
+        self.streams = [proc.stdout, proc.stderr]
+        self.buf = ""
+        self.heard = ""     # the complete lines before the current one: what a "lose before" delivers
+        self.hung = 0.0     # when the session went silent (a "hang" rule)
 
 
 class LocalBridge:

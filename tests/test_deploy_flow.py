@@ -196,15 +196,18 @@ def deployed(world):
     return world
 
 
-def session_index(steps, name, nth=0):
+def session_index(steps, name, nth=0, first=0):
     """The marker number of step `name`'s nth command in the session that runs it: the executor
-    numbers the commands of each session from 0, and a local command (rsync) has its own."""
-    n = 0
+    numbers the commands of each session from 0, and a local command (rsync) has its own; the
+    first remote commands go on in the session before (numbered from `first` there)."""
+    n, seen_remote = first, False
     for s in steps:
         for i, c in enumerate(s.commands):
             if c.local:
-                n = 0
+                if seen_remote:
+                    n = 0
                 continue
+            seen_remote = True
             if s.name == name and i == nth:
                 return n
             n += 1
@@ -212,8 +215,9 @@ def session_index(steps, name, nth=0):
 
 
 def body_index(world, release, name, host="h1"):
+    """The build goes on in the session of lock + prepare, after their commands (executor's W)."""
     steps = planner.deploy(world.host(host), world.pipeline, release, OP)
-    return session_index(steps[2:], name)   # after lock + prepare, their own session
+    return session_index(steps[2:], name, first=sum(len(s.commands) for s in steps[:2]))
 
 
 def assert_last_history(world, host="h1", **expected):

@@ -45,7 +45,8 @@ def lock_host(host, pipeline, release, operator, emit, plan_steps=None):
     lock_step = plan.lock if plan else locks.take(StepContext(host, pipeline, release), operator)
     try:
         with HostSession(host, emit, operator, pipeline) as s:
-            res = s.run([lock_step, plan.prepare] if plan else [lock_step])
+            # The build's first commands wait in the same session (executor.Runner.run's then).
+            res = s.run([lock_step, plan.prepare] if plan else [lock_step], then=plan.body + [plan.finalize] if plan else None)
             result.steps.extend(res)
             result.executed = list(s.runner.executed)
             if res[0].status == "ok":
@@ -119,7 +120,8 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=
         res = [r for r in result.steps if r.kind == "prepare"]
         s.runner.facts.update(result.prepared)
     else:
-        res = s.run([plan.prepare] if prelocked else [plan.lock, plan.prepare], interruptible=True)
+        res = s.run([plan.prepare] if prelocked else [plan.lock, plan.prepare], interruptible=True,
+                    then=plan.body + [plan.finalize])
         result.steps.extend(res)
     for r in res:
         if r.status == "ok":
