@@ -102,9 +102,19 @@ def _wait(tag, n):
             f" [ \"$__go\" = go ] || {{ printf '\\036X {n}\\n'; exit 0; }}")
 
 
-def paused_script(head, tail):
-    """One session for two parts: `head`, then a pause (W) before `tail` (see Runner.run)."""
-    return batch_script(head) + _wait("W", len(head)) + "\n" + batch_script(tail, len(head), pid=False)
+def parted_script(parts, start=0):
+    """One session for several parts (lists of commands): a pause (W) before each part after the
+    first (see Runner.run). Returns the script and, per later part, (its first number, its script)."""
+    script, later, n = "", [], start
+    for k, commands in enumerate(parts):
+        part = batch_script(commands, n, pid=False)
+        if k == 0:
+            script = batch_script([]) + part
+        else:
+            script += _wait("W", n) + "\n" + part
+            later.append((n, part))
+        n += len(commands)
+    return script, later
 
 
 def _first_batch(planned_steps):
@@ -253,6 +263,7 @@ class Runner:
             if not s.commands:
                 r.status = "ok"
         waiting = getattr(self.transport, "paused", None)   # left by an earlier run
+        self._went_on = False
         i = 0
         try:
             while i < len(items):
@@ -279,7 +290,7 @@ class Runner:
                     r.status = "skipped"
             raise
         finally:
-            if waiting is not None and self.transport.paused is waiting:
+            if waiting is not None and self.transport.paused is waiting and not self._went_on:
                 self.end_paused()   # this run did not go on with it: end it now
         for r in results:
             if r.status == "pending":
@@ -294,6 +305,21 @@ class Runner:
                 self.transport.resume(paused, "stop\n")
             except TransportError:
                 pass
+
+    def start(self, steps, then=None):
+        """Start the host's session now, waiting (W) before `steps` (and then before `then`'s first
+        commands): the next run() of exactly those goes on in it. The fleet starts every host's
+        session at once this way and then takes the locks in order (fleet.Fleet.lock_all), so the
+        hosts' login shells start side by side instead of one after the other."""
+        parts = [[], [c for s in steps for c in s.commands]] + ([_first_batch(then)] if then else [])
+        script, later = parted_script(parts)
+        watch = _Watch(self, [], [], [])
+        self.remote_pid = None
+        session = self.transport.run(script, on_output=watch.output, tick=watch.tick, pause=lambda: watch.paused)
+        if session.paused is None:
+            raise SessionLost(f"the session on {self.host.name} ended before its first command: "
+                              + (session.output + session.stderr).strip()[-300:])
+        session.paused.parts, session.paused.pid = later, self.remote_pid
 
     def install(self, names):
         """Install the tool's programs that the host lacks (see deploy/remote/); recorded in
@@ -346,8 +372,8 @@ class Runner:
         commands = [cmd for _, _, cmd in items]
         paused = getattr(self.transport, "paused", None)
         base = 0
-        if paused is not None and paused.script == batch_script(commands, paused.base, pid=False):
-            base = paused.base     # this part is already in that session's script: go on there
+        if paused is not None and paused.parts[0][1] == batch_script(commands, paused.parts[0][0], pid=False):
+            base = paused.parts[0][0]   # this part is already in that session's script: go on there
         elif paused is not None:
             self.end_paused()
             paused = None
@@ -355,23 +381,27 @@ class Runner:
         t0 = time.monotonic()
         try:
             if paused is not None:
+                self._went_on = True
                 self.remote_pid = paused.pid
-                session = self.transport.resume(paused, "go\n", on_output=watch.output, tick=watch.tick)
-            elif tail:
-                self.remote_pid = None
-                session = self.transport.run(paused_script(commands, tail), on_output=watch.output, tick=watch.tick,
-                                             pause=lambda: watch.paused)
+                later = paused.parts[1:]
+                session = self.transport.resume(paused, "go\n", on_output=watch.output, tick=watch.tick,
+                                                pause=(lambda: watch.paused) if later else None)
             else:
+                later = []
+                if tail:
+                    script, later = parted_script([commands, tail])
+                else:
+                    script = batch_script(commands)
                 self.remote_pid = None
-                session = self.transport.run(batch_script(commands), on_output=watch.output, tick=watch.tick,
-                                             keep_stdin=any(c.gate or c.hold for c in commands))
+                session = self.transport.run(script, on_output=watch.output, tick=watch.tick,
+                                             keep_stdin=any(c.gate or c.hold for c in commands),
+                                             pause=(lambda: watch.paused) if later else None)
         except SessionLost as exc:
             self._record_batch(planned, results, items, exc.output, t0, watch, unfinished=str(exc))
             raise
         if session.paused is not None:
             # The next part waits in this session: what it is, and whose shell it runs in.
-            session.paused.script = batch_script(tail, len(commands), pid=False)
-            session.paused.base, session.paused.pid = len(commands), self.remote_pid
+            session.paused.parts, session.paused.pid = later, self.remote_pid
         if session.aborted:
             self.kill_remote()
             if watch.timed_out is None:

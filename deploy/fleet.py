@@ -82,22 +82,33 @@ class Fleet:
         # lock pass itself never holds more connections than the parallelism.
         first_wave = {h.name for h in batches(self.hosts, self.serial)[0][:self.parallel]} if self.hosts else set()
 
-        def take(host):
+        def take(host, transport=None):
             transport, result = ops.lock_host(host, self.pipeline, release, self.operator, self.emit,
-                                              self.plans.get(host.name))
+                                              self.plans.get(host.name), transport=transport)
             if transport is not None and host.name not in first_wave:
                 transport.close()
                 return host, None, result, True
             return host, transport, result, transport is not None
 
-        outcomes = [take(ordered[0])] if ordered else []
+        # The hosts that give their connection up first, the ones that keep it last: open
+        # connections never exceed the parallelism, during the lock pass either.
+        later = [h for h in ordered[1:] if h.name not in first_wave]
+        wave = [h for h in ordered[1:] if h.name in first_wave]
+        opened = {}
+        if ordered and not later and len(ordered) <= self.parallel and all(h.name in self.plans for h in ordered):
+            # Every host keeps its connection: open them all at once, each session waiting
+            # before its lock (open_host), so their logins overlap; the locks are still taken
+            # in order below, the first host's alone.
+            opened = dict(zip((h.name for h in ordered),
+                              self.map(lambda h: ops.open_host(h, self.plans[h.name], self.emit), ordered)))
+        outcomes = [take(ordered[0], opened.pop(ordered[0].name, None))] if ordered else []
         if outcomes and outcomes[0][2].state != ops.LOCKED:
-            # The hosts that give their connection up first, the ones that keep it last: open
-            # connections never exceed the parallelism, during the lock pass either.
-            later = [h for h in ordered[1:] if h.name not in first_wave]
             kept = 1 if outcomes[0][1] is not None else 0
             outcomes += self.map(take, later, workers=self.parallel - kept)
-            outcomes += self.map(take, [h for h in ordered[1:] if h.name in first_wave])
+            outcomes += self.map(lambda h: take(h, opened.pop(h.name, None)), wave)
+        for transport in opened.values():   # not used: the first host was locked by another run
+            if transport is not None:
+                transport.close()
         for host, transport, result, locked in sorted(outcomes, key=lambda o: o[0].name):
             results[host.name] = result
             if locked:

@@ -11,8 +11,12 @@ LOCAL_SCRIPT = remote.local_path("fpmctl.php")
 
 
 def command(ctx, action, ok_codes=(0,), **flags):
-    """`php fpmctl.php ACTION --socket=... --deploy-path=...`, every value quoted."""
-    template = "{} {} " + action + " --socket={} --deploy-path={}"
+    """`php -n fpmctl.php ACTION --socket=... --deploy-path=...`, every value quoted.
+
+    -n: no php.ini. fpmctl.php needs only what PHP is built with (streams, json, pcre), and the
+    CLI's configured extensions cost each start 11 ms of the host's CPU on the lab's Debian
+    PHP (35 extensions): a deploy runs fpmctl.php three times per host (docs/benchmark.md)."""
+    template = "{} -n {} " + action + " --socket={} --deploy-path={}"
     args = [ctx.php(), ctx.paths.fpmctl, ctx.host.fpm.socket, ctx.host.deploy_path]
     for key, value in flags.items():
         template += f" --{key.replace('_', '-')}={{}}"

@@ -62,16 +62,16 @@ def test_default_plan_exact_commands(tmp_path):
         "test -d /var/www/app/releases/r1 && printf '%s\\n' r1 > /var/www/app/releases/r1/RELEASE"
         " && ln -sfn releases/r1 /var/www/app/.current.tmp && mv -fT /var/www/app/.current.tmp /var/www/app/current"]
     assert commands(steps, "opcache_reset") == [
-        "php /var/www/app/.deploy/bin/fpmctl.php reset --socket=/run/php/fpm.sock --deploy-path=/var/www/app"]
+        "php -n /var/www/app/.deploy/bin/fpmctl.php reset --socket=/run/php/fpm.sock --deploy-path=/var/www/app"]
     assert commands(steps, "fpm_reload") == [
         "sudo systemctl reload php8.3-fpm",
-        "php /var/www/app/.deploy/bin/fpmctl.php wait --socket=/run/php/fpm.sock --deploy-path=/var/www/app --timeout=30"]
+        "php -n /var/www/app/.deploy/bin/fpmctl.php wait --socket=/run/php/fpm.sock --deploy-path=/var/www/app --timeout=30"]
     rsync = commands(steps, "sync")[0]
     assert rsync.startswith("rsync --archive --no-owner --no-group --delete")
     assert "--link-dest=/var/www/app/current/" in rsync
     assert "--exclude=/RELEASE" in rsync and "--exclude='/bootstrap/cache/*.php'" in rsync
     # rsync's remote shell tunnels through the tool's own (host-key-checked) SSH connection.
-    assert f"-e '{sys.executable} {PROJECT / 'deploy' / 'rsh.py'}'" in rsync
+    assert f"-e '{sys.executable} -I -S {PROJECT / 'deploy' / 'rsh.py'}'" in rsync
     assert rsync.endswith("deploy@10.0.0.11:/var/www/app/releases/r1/")
     assert steps[2].commands[0].local and not steps[3].commands[0].local
 

@@ -156,7 +156,7 @@ def test_a_refused_precheck_is_bad_input_before_any_host_is_contacted(tmp_path):
 
 def test_fpm_reload_when_needed_reloads_only_if_the_pool_does_not_run_the_release(tmp_path):
     [cmd] = commands(steps_of(tmp_path, reload=": {when: needed}"), "fpm_reload")
-    fpmctl = "php /var/www/app/.deploy/bin/fpmctl.php"
+    fpmctl = "php -n /var/www/app/.deploy/bin/fpmctl.php"
     assert cmd.render() == (
         f"if {fpmctl} verify --socket=/run/php/fpm.sock --deploy-path=/var/www/app --release=r2; then echo "
         "'no reload needed: the pool executes r2 with no stale cached script'; else sudo systemctl reload php8.2-fpm"

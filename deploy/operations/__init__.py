@@ -7,7 +7,7 @@
 """
 
 from ..session import connect
-from .deploy import deploy_host, live_release, lock_host, release_lock
+from .deploy import deploy_host, live_release, lock_host, open_host, release_lock
 from .results import (DEPLOYED, FAILED, FAILED_BEFORE_SWITCH, LOCKED, NEEDS_HUMAN, OK_STATES, PLANNED, ROLLED_BACK,
                       UNREACHABLE, UNTOUCHED, HostResult)
 from .rollback import rollback_host, rollback_target

