@@ -1,8 +1,8 @@
 """The one executor: runs planned steps on one host and records a result per command.
 
 Consecutive remote commands (across steps) are sent as ONE shell script in one SSH session;
-markers printed between commands carry each command's exit code back, so a deploy costs a
-few sessions per host instead of one per command (each session pays the login shell's
+markers printed between commands carry each command's exit code back, so a deploy costs one
+shell session per host (and rsync's channel) instead of one per command (each session pays the login shell's
 start-up, docs/why.md). The script stops at the first command whose exit code is not accepted.
 
 Markers (a line starting with \\x1e):

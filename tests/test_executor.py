@@ -176,3 +176,54 @@ def test_secrets_are_masked_in_outputs_and_renderings(transport, host):
     c = res[0].commands[0]
     assert c.output.strip() == "token=***" and c.command == "echo token=***"
     assert "s3cr3t" not in str(r.events)
+
+
+# ------------------------------------------------------------------ parts of one session (W)
+
+def test_the_next_part_goes_on_in_the_same_session(transport, host, tmp_path):
+    r = runner(transport, host)
+    mark = tmp_path / "built"
+    first = [step("lock", sh("echo locked"))]
+    after = [step("build", sh(f"touch {mark}"), sh("echo built"))]
+    res = r.run(first, then=after)
+    assert [s.status for s in res] == ["ok"] and not mark.exists(), "the next part waits until asked"
+    assert transport.paused is not None
+    res = r.run(after)
+    assert [s.status for s in res] == ["ok"] and mark.exists()
+    assert res[0].commands[1].output.strip() == "built"
+    assert transport.sessions == 1 and transport.paused is None
+    assert r.executed == ["echo locked", f"touch {mark}", "echo built"]
+
+
+def test_a_different_next_run_ends_the_waiting_part_unrun(transport, host, tmp_path):
+    r = runner(transport, host)
+    mark = tmp_path / "built"
+    r.run([step("lock", sh("true"))], then=[step("build", sh(f"touch {mark}"))])
+    res = r.run([step("discard", sh("echo other"))])
+    assert res[0].status == "ok" and res[0].commands[0].output.strip() == "other"
+    assert transport.sessions == 2 and transport.paused is None
+    time.sleep(0.2)
+    assert not mark.exists(), "the waiting part was told stop: it never ran"
+
+
+def test_a_failed_first_part_never_waits(transport, host, tmp_path):
+    r = runner(transport, host)
+    mark = tmp_path / "built"
+    res = r.run([step("lock", sh("false"))], then=[step("build", sh(f"touch {mark}"))])
+    assert res[0].status == "failed" and transport.paused is None
+    r.run([step("build", sh(f"touch {mark}"))])
+    assert transport.sessions == 2 and mark.exists()
+
+
+def test_a_session_started_early_waits_before_its_first_part(transport, host, tmp_path):
+    r = runner(transport, host)
+    mark = tmp_path / "locked"
+    lock = [step("lock", sh(f"touch {mark}"))]
+    build = [step("build", sh("echo built"))]
+    r.start(lock, then=build)
+    assert r.remote_pid and transport.paused is not None
+    time.sleep(0.2)
+    assert not mark.exists(), "nothing runs before the lock is asked for"
+    assert r.run(lock, then=build)[0].status == "ok" and mark.exists()
+    assert r.run(build)[0].commands[0].output.strip() == "built"
+    assert transport.sessions == 1

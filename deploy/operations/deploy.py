@@ -1,9 +1,11 @@
 """Deploy one host: the state machine from a plan to one named state (results.py).
 
-    lock + prepare          one session (in a fleet: the lock pass's session, lock_host)
+    lock + prepare          one session (in a fleet: the lock pass's session, lock_host), which
+                            then waits with the build's first commands (executor: W)
     install                 the tool's PHP programs, only where the host's copy differs
-    build, switch, after    one session: rsync, the build steps, the gated switch, the pool
-                            steps, verify, then finalize (prune, history, unlock) in the same script
+    build, switch, after    rsync, then the same session goes on: the build steps, the gated
+                            switch, the pool steps, verify, then finalize (prune, history,
+                            unlock) in the same script
     on failure              before the switch: discard (the host refuses to remove the live
                             release); after it: heal (healable kinds), else roll back and verify
     on a lost connection    reconnect, ask the host where current points, then as above; or,
