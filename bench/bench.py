@@ -245,13 +245,14 @@ def phase_scale(args, ctx):
                 row = {"k": k, "parallel": dep.parallel, "serial": serial, "wall": r["wall"],
                        "cpu_own_per_host": (r["cpu_own"] or 0) / k, "cpu_total_per_host": r["cpu_total"] / k,
                        "maxrss_kb": r["maxrss_kb"], "hwm_kb": sampler.hwm_kb,
-                       "open_max": sampler.peak(), "open_series": sampler.series(),
+                       "open_max": sampler.peak(), "open_max_server": sampler.peak_server(),
+                       "open_series": sampler.series(),
                        "samples": len(sampler.samples), "per_host": per_host(counts),
                        "host_duration": med(h["duration"] for h in r["report"]["hosts"])}
                 out["runs"].append(row)
                 log(f"scale K={k}{' serial ' + serial if serial else ''}: {r['wall']:.1f}s, "
                     f"CPU/host {row['cpu_own_per_host']:.3f}s, peak RSS {r['maxrss_kb'] / 1024:.0f} MB, "
-                    f"open SSH connections max {row['open_max']}")
+                    f"open SSH connections max {row['open_max']} (server side {row['open_max_server']})")
     finally:
         lab.down(root, purge=True)
     return out

@@ -221,8 +221,11 @@ def render_scale(p):
     for r in p["runs"]:
         if r["k"] == p["hosts"]:
             series = ", ".join(f"{t:g}s: {n}" for t, n in r["open_series"])
+            server = (f" The hosts' side: at most {r['open_max_server']} at once."
+                      if r.get("open_max_server") is not None else "")
             out += [f"Open SSH connections over time, K={r['k']}" + (f" serial {r['serial']}" if r["serial"] else "")
-                    + f" (most open in each slice of the run, sampled every 0.1 s from /proc/net/tcp): {series}.", ""]
+                    + f" (most open in each slice of the run, sampled every 0.1 s from /proc/net/tcp): {series}."
+                    + server, ""]
     return out
 
 
@@ -390,8 +393,11 @@ file per host). Hosts deploy in parallel (all at once unless `--parallel`).
   /proc/PID/stat read while it is a zombie) divided by the hosts; "with children" adds the rsync
   and ssh processes it ran. Peak RSS is the kernel's `ru_maxrss` of the `fab` process tree
   (the `fab` process is its largest).
-- **Open connections over time** (scale phase): every 0.1 s, ESTABLISHED sockets on the lab
-  sshd ports in /proc/net/tcp.
+- **Open connections over time** (scale phase): every 0.1 s, from /proc/net/tcp, the
+  ESTABLISHED sockets whose peer is a lab sshd port: the client side of each connection, what
+  the tool holds (nothing else connects to those ports meanwhile). The hosts' side of the same
+  connections is given too: it leaves ESTABLISHED only when the tool's FIN has arrived, so at
+  a hand-over it can show one or two more for a moment.
 - **Scale** uses light lab hosts (`lab.up(light=True)`: one FPM worker, fewer nginx
   connections; still real sshd, PHP-FPM and nginx), started in parallel.
 - **Real-sized app**: `bench/bigapp.py` adds a generated `vendor/` (PHP files, log-normal

@@ -145,9 +145,9 @@ class RelayCounters:
 # ------------------------------------------------------------- open connections over time
 
 
-def tcp_sockets():
-    """(local port, state) of every TCP socket on the machine (IPv4 and IPv6); the state is
-    /proc/net/tcp's code: "01" ESTABLISHED, "06" TIME_WAIT, "0A" LISTEN."""
+def tcp_table():
+    """(local port, remote port, state) of every TCP socket on the machine (IPv4 and IPv6); the
+    state is /proc/net/tcp's code: "01" ESTABLISHED, "06" TIME_WAIT, "0A" LISTEN."""
     out = []
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -156,10 +156,15 @@ def tcp_sockets():
                 for line in fh:
                     parts = line.split(None, 4)
                     if len(parts) > 3:
-                        out.append((int(parts[1].rsplit(":", 1)[1], 16), parts[3]))
+                        out.append((int(parts[1].rsplit(":", 1)[1], 16), int(parts[2].rsplit(":", 1)[1], 16), parts[3]))
         except OSError:
             pass
     return out
+
+
+def tcp_sockets():
+    """(local port, state) of every TCP socket on the machine."""
+    return [(local, state) for local, _, state in tcp_table()]
 
 
 def ports_in_use():
@@ -169,13 +174,16 @@ def ports_in_use():
 
 
 class ConnectionSampler:
-    """Every `interval` s: how many SSH connections to the given sshd ports are open (server
-    side sockets, so each connection counts once), and the peak RSS so far of a process."""
+    """Every `interval` s: how many SSH connections to the given sshd ports are open, and the
+    peak RSS so far of a process. A connection is counted by its client side (an ESTABLISHED
+    socket whose peer is one of the ports: only the tool connects to them during its deploy),
+    which is what the tool holds; the server side (`peak_server`) leaves ESTABLISHED a moment
+    later, when the client's FIN has arrived."""
 
     def __init__(self, ports, interval=0.1):
         self.ports = set(ports)
         self.interval = interval
-        self.samples = []  # (t, open connections)
+        self.samples = []  # (t, open connections: client side, server side)
         self.pid = None
         self.hwm_kb = 0
         self._stop = threading.Event()
@@ -196,14 +204,18 @@ class ConnectionSampler:
 
     def _run(self):
         while not self._stop.is_set():
-            n = sum(1 for port, state in tcp_sockets() if state == "01" and port in self.ports)
-            self.samples.append((time.monotonic() - self.t0, n))
+            table = [(local, remote) for local, remote, state in tcp_table() if state == "01"]
+            self.samples.append((time.monotonic() - self.t0, sum(1 for _, remote in table if remote in self.ports),
+                                 sum(1 for local, _ in table if local in self.ports)))
             if self.pid:
                 self.hwm_kb = max(self.hwm_kb, _vm_hwm(self.pid))
             self._stop.wait(self.interval)
 
     def peak(self):
-        return max((n for _, n in self.samples), default=0)
+        return max((n for _, n, _ in self.samples), default=0)
+
+    def peak_server(self):
+        return max((n for _, _, n in self.samples), default=0)
 
     def series(self, points=12):
         """A short time series: the most open connections in each of `points` equal slices."""
@@ -213,7 +225,7 @@ class ConnectionSampler:
         out = []
         for i in range(points):
             lo, hi = end * i / points, end * (i + 1) / points
-            vals = [n for t, n in self.samples if lo <= t < hi or (i == points - 1 and t == end)]
+            vals = [n for t, n, _ in self.samples if lo <= t < hi or (i == points - 1 and t == end)]
             out.append((round(hi, 1), max(vals) if vals else (out[-1][1] if out else 0)))
         return out
 
