@@ -234,8 +234,9 @@ class Runner:
         self.gates = []      # every gate answer given, in order ("go" means: the switch may have run)
         self.installed = []  # programs installed on the host by this runner (labels)
         self.remote_pid = None
+        self.refused = None   # why the last run's barrier stopped it, if it did
 
-    def run(self, planned_steps, interruptible=False, then=None):
+    def run(self, planned_steps, interruptible=False, then=None, barrier=None):
         """Run the steps in order; stop at the first failing command.
 
         With `interruptible`, a stop request (Ctrl-C) is honoured before each session starts;
@@ -249,6 +250,10 @@ class Runner:
         commands goes on in that session (no new session, no login shell: docs/benchmark.md),
         and any other use of the connection ends it first. The caller may decide anything in
         between (install programs, give up): nothing of `then` runs unless it is asked for.
+
+        `barrier()`: asked before the first remote commands of this run (local ones, rsync, may
+        run before it); it blocks until they may start and returns None, or returns why not:
+        the step about to run is then "interrupted" and `refused` says why (fleet._Locks).
 
         Returns the StepResults (failed step last). Raises SessionLost / TransportError if the
         host is lost; the results so far (every command that finished) are on the exception
@@ -264,6 +269,7 @@ class Runner:
                 r.status = "ok"
         waiting = getattr(self.transport, "paused", None)   # left by an earlier run
         self._went_on = False
+        self.refused = None
         i = 0
         try:
             while i < len(items):
@@ -275,6 +281,11 @@ class Runner:
                     ok = self._run_single(planned_steps, results, si, cmd)
                     i += 1
                 else:
+                    if barrier is not None:
+                        self.refused, barrier = barrier(), None
+                        if self.refused:
+                            self._interrupted(planned_steps[si], results[si])
+                            break
                     j = i
                     while j < len(items) and not _own_session(items[j][2]):
                         j += 1

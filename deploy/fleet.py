@@ -13,6 +13,53 @@ from . import operations as ops
 from .rollout import DEFAULT_PARALLEL, batches, threshold
 
 _FOLD = object()   # a host whose lock is taken in its own first session, not in the lock pass
+_OWN = object()    # a host of an all-at-once rollout: it takes its lock itself (_lock_and_deploy)
+
+
+class _Locks:
+    """The locks of an all-at-once rollout, taken by each host in its own thread.
+
+    The first host (by name) locks alone first, so of two runs started at once the one that
+    gets it proceeds and the other stops before any other host is touched (as in
+    Fleet.lock_all). Then every host locks and goes on with its rsync, which only writes into
+    its new release dir; the first command after it waits at `barrier` until every host has
+    answered. A lock held elsewhere (or a host that cannot be deployed) then stops every host
+    before anything else runs: their new releases are removed, nothing live changed."""
+
+    def __init__(self, names, first, stop):
+        self.first, self.stop = first, stop
+        self.pending = set(names)
+        self.first_done, self.all_done = threading.Event(), threading.Event()
+        self.first_ok = False
+        self.blocker = self.why = None
+        self._mutex = threading.Lock()
+
+    def report(self, name, state):
+        with self._mutex:
+            if state in (ops.LOCKED, ops.FAILED) and self.blocker is None:
+                self.blocker, self.why = name, "is locked" if state == ops.LOCKED else "cannot be deployed"
+            if name == self.first:
+                self.first_ok = state != ops.LOCKED
+                self.first_done.set()
+            self.pending.discard(name)
+            if not self.pending:
+                self.all_done.set()
+
+    def _wait(self, event):
+        while not event.wait(0.05):
+            if self.stop.is_set():
+                return False
+        return True
+
+    def wait_first(self):
+        """May the other hosts lock now? (The first host is locked, or could not be reached.)"""
+        return self._wait(self.first_done) and self.first_ok
+
+    def barrier(self):
+        """None once every host is locked (or unreachable); else why this host must stop."""
+        if not self._wait(self.all_done):
+            return "interrupted"
+        return f"not deployed: {self.blocker} {self.why}" if self.blocker else None
 
 
 class Hold:
@@ -82,9 +129,9 @@ class Fleet:
         # lock pass itself never holds more connections than the parallelism.
         first_wave = {h.name for h in batches(self.hosts, self.serial)[0][:self.parallel]} if self.hosts else set()
 
-        def take(host, transport=None):
+        def take(host):
             transport, result = ops.lock_host(host, self.pipeline, release, self.operator, self.emit,
-                                              self.plans.get(host.name), transport=transport)
+                                              self.plans.get(host.name))
             if transport is not None and host.name not in first_wave:
                 transport.close()
                 return host, None, result, True
@@ -94,21 +141,11 @@ class Fleet:
         # connections never exceed the parallelism, during the lock pass either.
         later = [h for h in ordered[1:] if h.name not in first_wave]
         wave = [h for h in ordered[1:] if h.name in first_wave]
-        opened = {}
-        if ordered and not later and len(ordered) <= self.parallel and all(h.name in self.plans for h in ordered):
-            # Every host keeps its connection: open them all at once, each session waiting
-            # before its lock (open_host), so their logins overlap; the locks are still taken
-            # in order below, the first host's alone.
-            opened = dict(zip((h.name for h in ordered),
-                              self.map(lambda h: ops.open_host(h, self.plans[h.name], self.emit), ordered)))
-        outcomes = [take(ordered[0], opened.pop(ordered[0].name, None))] if ordered else []
+        outcomes = [take(ordered[0])] if ordered else []
         if outcomes and outcomes[0][2].state != ops.LOCKED:
             kept = 1 if outcomes[0][1] is not None else 0
             outcomes += self.map(take, later, workers=self.parallel - kept)
-            outcomes += self.map(lambda h: take(h, opened.pop(h.name, None)), wave)
-        for transport in opened.values():   # not used: the first host was locked by another run
-            if transport is not None:
-                transport.close()
+            outcomes += self.map(take, wave)
         for host, transport, result, locked in sorted(outcomes, key=lambda o: o[0].name):
             results[host.name] = result
             if locked:
@@ -130,9 +167,15 @@ class Fleet:
     def deploy(self, release, serial=None, max_fail=None, rollback_all=False):
         results = {h.name: ops.HostResult(h.name, release, message="not started") for h in self.hosts}
         self.serial = serial or self.pipeline.serial
+        self.locks = None
         if len(self.hosts) == 1:
             # One host: its lock is taken in its own first session (one round trip less).
             held, lock_results = {self.hosts[0].name: _FOLD}, {}
+        elif self._all_at_once():
+            # Every host starts at once: each takes its lock in its own session and goes on
+            # (see _Locks); nothing after its rsync runs before every lock was answered.
+            self.locks = _Locks([h.name for h in self.hosts], min(h.name for h in self.hosts), self.stop)
+            held, lock_results = {h.name: _OWN for h in self.hosts}, {}
         else:
             held, lock_results = self.lock_all(release)
         results.update(lock_results)
@@ -157,6 +200,12 @@ class Fleet:
                     r.batch = number
                     results[r.host] = r
                 done_batches.append(batch)
+                if self.locks is not None and self.locks.blocker:
+                    # A lock held elsewhere stopped the run, as lock_all would have: no host
+                    # switched, nothing to roll back, no threshold to apply.
+                    self.batch_log.append({**log, "ended": round(time.time(), 3), "failed": [self.locks.blocker],
+                                           "max_fail": 0, "stopped_rollout": True})
+                    break
                 failed = [r for r in batch_results if r.state not in ops.OK_STATES]
                 log.update(ended=round(time.time(), 3), failed=[r.host for r in failed],
                            max_fail=threshold(max_fail, len(batch)), stopped_rollout=False)
@@ -179,7 +228,7 @@ class Fleet:
             for host in self.hosts:
                 if host.name in held:
                     transport = held.pop(host.name)
-                    if transport is not _FOLD:
+                    if transport not in (_FOLD, _OWN):   # those never took a lock
                         ops.release_lock(host, self.pipeline, release, self.operator, transport)
                     r = results[host.name]
                     r.state = ops.UNTOUCHED
@@ -201,12 +250,45 @@ class Fleet:
             # Not started: the finally of deploy() gives its lock back.
             return ops.HostResult(host.name, release, state=ops.UNTOUCHED, message="not started: run interrupted")
         transport = held.pop(host.name)
+        if transport is _OWN:
+            return self._lock_and_deploy(host, release)
         if transport is _FOLD:
             return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit,
                                    steps=self.plans.get(host.name), stop=self.stop, hold=self.hold, abort=self.abort)
         return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit, transport=transport,
                                steps=self.plans.get(host.name), stop=self.stop, locked=results[host.name],
                                hold=self.hold, abort=self.abort)
+
+    def _all_at_once(self):
+        """Every host starts right away, each keeping its connection: the lock pass can go host
+        by host (_lock_and_deploy). Not in place, where rsync writes into the live tree."""
+        first = batches(self.hosts, self.serial)[0] if self.hosts else []
+        return (len(first) == len(self.hosts) <= self.parallel and self.pipeline.strategy != "in-place"
+                and all(h.name in self.plans for h in self.hosts))
+
+    def _lock_and_deploy(self, host, release):
+        """One host of an all-at-once rollout: connect and start its session, take its lock (the
+        first host's alone first, as lock_all does), then deploy on without waiting for the
+        others: its rsync overlaps their logins; its build waits for every lock (_Locks.barrier)."""
+        locks, plan = self.locks, self.plans[host.name]
+        transport = ops.open_host(host, plan, self.emit)
+        if host.name != locks.first and not locks.wait_first():
+            if transport is not None:
+                transport.close()
+            why = "run interrupted" if self.stop.is_set() else f"{locks.first} is locked"
+            result = ops.HostResult(host.name, release, state=ops.UNTOUCHED, message=f"not deployed: {why}")
+            locks.report(host.name, result.state)
+            self.emit({"type": "host_end", "host": host.name, "result": result})
+            return result
+        transport, result = ops.lock_host(host, self.pipeline, release, self.operator, self.emit, plan,
+                                          transport=transport)
+        locks.report(host.name, result.state)
+        if transport is None:   # not locked: held elsewhere, failed, unreachable
+            self.emit({"type": "host_end", "host": host.name, "result": result})
+            return result
+        return ops.deploy_host(host, self.pipeline, release, self.operator, self.emit, transport=transport,
+                               steps=plan, stop=self.stop, locked=result, hold=self.hold, abort=self.abort,
+                               barrier=locks.barrier)
 
     def _revert(self, hosts, results, release):
         def revert(host):

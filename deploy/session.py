@@ -58,10 +58,10 @@ class HostSession:
             self.transport.close()
         return False
 
-    def run(self, planned_steps, interruptible=False, then=None):
+    def run(self, planned_steps, interruptible=False, then=None, barrier=None):
         self.runner.facts.pop("unlocked", None)
         try:
-            results = self.runner.run(planned_steps, interruptible=interruptible, then=then)
+            results = self.runner.run(planned_steps, interruptible=interruptible, then=then, barrier=barrier)
         except TransportError as exc:
             self._track(getattr(exc, "results", []))
             raise

@@ -549,6 +549,40 @@ def test_a_fleet_whose_migration_fails_holds_every_switch(world):
         assert w.live(name) == "r1" and w.releases(name) == ["r1"] and not w.locked(name)
 
 
+def _held_by_alice(world, host):
+    (world.path(host) / ".deploy" / "lock").mkdir(parents=True)
+    (world.path(host) / ".deploy" / "lock" / "info").write_text('{"user": "alice", "machine": "laptop", "pid": 7}\n')
+
+
+def test_all_at_once_a_lock_held_on_a_later_host_stops_the_others_after_their_rsync(world):
+    # Each host locks in its own session and starts its rsync; h2's lock is alice's, so h1
+    # stops at the barrier before its build: its new release is removed, nothing live changed.
+    w = world
+    assert {r.state for r in _fleet(w, "r1").values()} == {ops.DEPLOYED}
+    w.code("v2")
+    _held_by_alice(w, "h2")
+    results = _fleet(w, "r2")
+    h1, h2 = results["h1"], results["h2"]
+    assert h2.state == ops.LOCKED and "alice@laptop pid 7" in h2.message
+    assert h1.state == ops.UNTOUCHED and h1.message.startswith("not deployed: h2 is locked"), h1.message
+    assert _status(h1, "sync") == "ok" and _status(h1, "shared") == "interrupted"
+    for name in ("h1", "h2"):
+        assert w.live(name) == "r1" and w.releases(name) == ["r1"]
+    assert not w.locked("h1") and (w.path("h2") / ".deploy" / "lock" / "info").read_text().startswith('{"user": "alice"')
+
+
+def test_all_at_once_a_lock_held_on_the_first_host_stops_every_host_before_its_lock(world):
+    w = world
+    assert {r.state for r in _fleet(w, "r1").values()} == {ops.DEPLOYED}
+    w.code("v2")
+    _held_by_alice(w, "h1")
+    results = _fleet(w, "r2")
+    assert results["h1"].state == ops.LOCKED
+    assert results["h2"].state == ops.UNTOUCHED and results["h2"].message == "not deployed: h1 is locked"
+    assert not results["h2"].steps, "h2 ran nothing: not even its lock"
+    assert w.live("h2") == "r1" and w.releases("h2") == ["r1"] and not w.locked("h2")
+
+
 def test_a_host_whose_hold_says_stop_never_switches(deployed):
     # The fleet's answer alone (deploy_host with a Hold already refused), at the switch gate.
     w = deployed

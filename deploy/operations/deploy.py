@@ -98,13 +98,15 @@ def release_lock(host, pipeline, release, operator, transport=None):
 
 
 def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=None, locked=None, steps=None,
-                hold=None, abort=None):
+                hold=None, abort=None, barrier=None):
     """Deploy one host. Never raises for host-side failures: they end in the result's state.
 
     `locked`: the HostResult of the fleet's lock pass (the lock is held; `transport` is its
     connection, or None when it was closed meanwhile); `steps`: the plan already made (and
     shown) for this host, so what runs is that very plan; `hold`: the fleet's Hold, which
-    answers this host's switch gate once the once-per-fleet steps ended (fleet.py).
+    answers this host's switch gate once the once-per-fleet steps ended (fleet.py); `barrier`:
+    what the build's first remote command waits for (every host of the rollout locked, fleet.py
+    _Locks); refused, the new release is removed and the host is untouched.
     """
     t_start = time.monotonic()
     emit({"type": "host_start", "host": host.name, "release": release})
@@ -117,7 +119,8 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
                          on_signal=hold.signalled if hold and hold.primary == host.name else None) as s:
             s.runner.executed = list(result.executed)
             try:
-                _deploy(s, host, pipeline, release, operator, result, plan, prelocked=locked is not None, hold=hold)
+                _deploy(s, host, pipeline, release, operator, result, plan, prelocked=locked is not None, hold=hold,
+                        barrier=barrier)
             except TransportError as exc:
                 # Lost outside the body session (prepare, a rollback session): the body's own
                 # loss is handled in _deploy, which knows what was switched.
@@ -137,7 +140,7 @@ def deploy_host(host, pipeline, release, operator, emit, transport=None, stop=No
     return result
 
 
-def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=None):
+def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=None, barrier=None):
     if prelocked and result.prepared is not None:   # prepare ran in the lock pass
         res = [r for r in result.steps if r.kind == "prepare"]
         s.runner.facts.update(result.prepared)
@@ -175,9 +178,10 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=
     body = plan.body
     gone = None
     try:
-        res = s.run(body + [plan.finalize], interruptible=True)
+        res = s.run(body + [plan.finalize], interruptible=True, barrier=barrier)
     except SessionLost as exc:
         res, gone = exc.results, exc
+    refused = s.runner.refused if s.runner.refused != "interrupted" else None   # the barrier's no
     finalized = res.pop()
     result.steps.extend(res)
     switch = next(i for i, st in enumerate(body) if kind_of(st).phase == "switch")
@@ -202,11 +206,14 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=
             result.switched = live_release(s, host) == release
     if any(r.status == "interrupted" for r in res) and not result.switched:
         held = hold is not None and hold.refused() and not (s.stop is not None and s.stop.is_set())
-        why = hold.reason if held else "interrupted"
+        why = refused or (hold.reason if held else "interrupted")
         discarded = s.run(planner.discard(host, pipeline, release, operator, why))
         result.steps.extend(discarded)
         if not _is_live(discarded):
-            if held:
+            if refused:
+                result.state = R.UNTOUCHED
+                result.message = f"{refused}: the new release built meanwhile was removed, the live one never changed"
+            elif held:
                 result.state = R.FAILED_BEFORE_SWITCH
                 result.message = f"not switched: {why}; the new release was removed, the live one never changed"
             else:
