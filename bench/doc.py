@@ -395,9 +395,10 @@ file per host). Hosts deploy in parallel (all at once unless `--parallel`).
   (the `fab` process is its largest).
 - **Open connections over time** (scale phase): every 0.1 s, from /proc/net/tcp, the
   ESTABLISHED sockets whose peer is a lab sshd port: the client side of each connection, what
-  the tool holds (nothing else connects to those ports meanwhile). The hosts' side of the same
-  connections is given too: it leaves ESTABLISHED only when the tool's FIN has arrived, so at
-  a hand-over it can show one or two more for a moment.
+  the tool holds (nothing else connects to those ports meanwhile), and the hosts' side of the
+  same connections. The kernel builds the table page by page as it is read, so a connection
+  closed and the next one opened between two pages can both be in one read: each sample reads
+  the table twice in a row and keeps the lower count.
 - **Scale** uses light lab hosts (`lab.up(light=True)`: one FPM worker, fewer nginx
   connections; still real sshd, PHP-FPM and nginx), started in parallel.
 - **Real-sized app**: `bench/bigapp.py` adds a generated `vendor/` (PHP files, log-normal
