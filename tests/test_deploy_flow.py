@@ -356,8 +356,7 @@ def test_the_release_already_live_is_refused_and_kept(deployed):
 
 def test_a_deploy_refused_by_the_lock_changes_nothing(deployed):
     w = deployed
-    (w.path() / ".deploy" / "lock").mkdir()
-    (w.path() / ".deploy" / "lock" / "info").write_text('{"user": "alice", "machine": "laptop", "pid": 7}\n')
+    _held_by_alice(w)
     r = w.deploy("r2")
     assert r.state == ops.LOCKED and "alice@laptop pid 7" in r.message
     assert w.live() == "r1" and w.releases() == ["r1"]
@@ -549,19 +548,24 @@ def test_a_fleet_whose_migration_fails_holds_every_switch(world):
         assert w.live(name) == "r1" and w.releases(name) == ["r1"] and not w.locked(name)
 
 
-def _held_by_alice(world, host):
+def _held_by_alice(world, host="h1"):
     (world.path(host) / ".deploy" / "lock").mkdir(parents=True)
     (world.path(host) / ".deploy" / "lock" / "info").write_text('{"user": "alice", "machine": "laptop", "pid": 7}\n')
+
+
+def _fleet_r2_with_a_lock_held_on(world, host):
+    """r1 deployed to the fleet, then alice's lock on `host`, then the fleet's deploy of r2."""
+    assert {r.state for r in _fleet(world, "r1").values()} == {ops.DEPLOYED}
+    world.code("v2")
+    _held_by_alice(world, host)
+    return _fleet(world, "r2")
 
 
 def test_all_at_once_a_lock_held_on_a_later_host_stops_the_others_after_their_rsync(world):
     # Each host locks in its own session and starts its rsync; h2's lock is alice's, so h1
     # stops at the barrier before its build: its new release is removed, nothing live changed.
     w = world
-    assert {r.state for r in _fleet(w, "r1").values()} == {ops.DEPLOYED}
-    w.code("v2")
-    _held_by_alice(w, "h2")
-    results = _fleet(w, "r2")
+    results = _fleet_r2_with_a_lock_held_on(w, "h2")
     h1, h2 = results["h1"], results["h2"]
     assert h2.state == ops.LOCKED and "alice@laptop pid 7" in h2.message
     assert h1.state == ops.UNTOUCHED and h1.message.startswith("not deployed: h2 is locked"), h1.message
@@ -573,10 +577,7 @@ def test_all_at_once_a_lock_held_on_a_later_host_stops_the_others_after_their_rs
 
 def test_all_at_once_a_lock_held_on_the_first_host_stops_every_host_before_its_lock(world):
     w = world
-    assert {r.state for r in _fleet(w, "r1").values()} == {ops.DEPLOYED}
-    w.code("v2")
-    _held_by_alice(w, "h1")
-    results = _fleet(w, "r2")
+    results = _fleet_r2_with_a_lock_held_on(w, "h1")
     assert results["h1"].state == ops.LOCKED
     assert results["h2"].state == ops.UNTOUCHED and results["h2"].message == "not deployed: h1 is locked"
     assert not results["h2"].steps, "h2 ran nothing: not even its lock"
