@@ -2,8 +2,9 @@
 
 Consecutive remote commands (across steps) are sent as ONE shell script in one SSH session;
 markers printed between commands carry each command's exit code back, so a deploy costs one
-shell session per host (and rsync's channel) instead of one per command (each session pays the login shell's
-start-up, docs/why.md). The script stops at the first command whose exit code is not accepted.
+shell session per host (and rsync's channel) instead of one per command (each session pays
+the login shell's start-up, docs/why.md). The script stops at the first command whose exit
+code is not accepted.
 
 Markers (a line starting with \\x1e):
   P pid       the session's shell (a process group leader: sshd starts each session with setsid)
@@ -12,10 +13,11 @@ Markers (a line starting with \\x1e):
               `current`); the executor answers "go", or "stop" after Ctrl-C, so a switch only
               ever happens while the tool is there to see it, and never after it was told to stop
   X n         the gate said stop: the script ended before command n
-  W n         the script's first part ended well; it waits on its stdin before command n, the
-              first of the part the caller runs next (Runner.run's `then`): that part then goes
-              on in this session instead of a new one, which saves a login shell's start-up and
-              a channel's round trips per host (docs/benchmark.md); any other next run ends it
+  W n         a part of the script ended well; it waits on its stdin before command n, the
+              first of the part the caller runs next (Runner.run's `then`, Runner.start): that
+              part then goes on in this session instead of a new one, which saves a login
+              shell's start-up and a channel's round trips per host (docs/benchmark.md); any
+              other next run answers "stop" (X n) first
 A command's own timeout is enforced here, from its B marker: past it the session is dropped and
 the session's process group is killed on the host. Output received before a timeout or a lost
 connection is kept, so the caller knows which commands finished (the switch among them).
