@@ -104,10 +104,10 @@ def _wait(tag, n):
             f" [ \"$__go\" = go ] || {{ printf '\\036X {n}\\n'; exit 0; }}")
 
 
-def parted_script(parts, start=0):
+def parted_script(parts):
     """One session for several parts (lists of commands): a pause (W) before each part after the
     first (see Runner.run). Returns the script and, per later part, (its first number, its script)."""
-    script, later, n = "", [], start
+    script, later, n = "", [], 0
     for k, commands in enumerate(parts):
         part = batch_script(commands, n, pid=False)
         if k == 0:
@@ -254,8 +254,10 @@ class Runner:
         between (install programs, give up): nothing of `then` runs unless it is asked for.
 
         `barrier()`: asked before the first remote commands of this run (local ones, rsync, may
-        run before it); it blocks until they may start and returns None, or returns why not:
-        the step about to run is then "interrupted" and `refused` says why (fleet._Locks).
+        run before it); it blocks until they may start, or a stop was asked for, and returns
+        None, or returns why they must not: the step about to run is then "interrupted" (by a
+        stop too, as before any session of an interruptible run) and `refused` says why
+        (fleet._Locks).
 
         Returns the StepResults (failed step last). Raises SessionLost / TransportError if the
         host is lost; the results so far (every command that finished) are on the exception
@@ -269,7 +271,7 @@ class Runner:
         for r, s in zip(results, planned_steps):
             if not s.commands:
                 r.status = "ok"
-        waiting = getattr(self.transport, "paused", None)   # left by an earlier run
+        waiting = self.transport.paused   # left by an earlier run
         self._went_on = False
         self.refused = None
         i = 0
@@ -285,7 +287,7 @@ class Runner:
                 else:
                     if barrier is not None:
                         self.refused, barrier = barrier(), None
-                        if self.refused:
+                        if self.refused or (interruptible and self.signalled()):
                             self._interrupted(planned_steps[si], results[si])
                             break
                     j = i
@@ -312,18 +314,18 @@ class Runner:
 
     def end_paused(self):
         """End a session left waiting (W) that nobody goes on with: it stops before its next part."""
-        paused, self.transport.paused = self.transport.paused, None
+        paused = self.transport.paused
         if paused is not None:
             try:
-                self.transport.resume(paused, "stop\n")
+                self.transport.resume(paused, "stop\n")   # clears transport.paused
             except TransportError:
                 pass
 
     def start(self, steps, then=None):
         """Start the host's session now, waiting (W) before `steps` (and then before `then`'s first
-        commands): the next run() of exactly those goes on in it. The fleet starts every host's
-        session at once this way and then takes the locks in order (fleet.Fleet.lock_all), so the
-        hosts' login shells start side by side instead of one after the other."""
+        commands): the next run() of exactly those goes on in it. A fleet whose hosts all start at
+        once opens every host's session this way, then takes the locks in order (fleet._Locks),
+        so the hosts' login shells start side by side instead of one after the other."""
         parts = [[], [c for s in steps for c in s.commands]] + ([_first_batch(then)] if then else [])
         script, later = parted_script(parts)
         watch = _Watch(self, [], [], [])
@@ -383,7 +385,7 @@ class Runner:
 
     def _run_batch(self, planned, results, items, interruptible=False, tail=None):
         commands = [cmd for _, _, cmd in items]
-        paused = getattr(self.transport, "paused", None)
+        paused = self.transport.paused
         base = 0
         if paused is not None and paused.parts[0][1] == batch_script(commands, paused.parts[0][0], pid=False):
             base = paused.parts[0][0]   # this part is already in that session's script: go on there

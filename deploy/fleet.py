@@ -14,6 +14,12 @@ from .rollout import DEFAULT_PARALLEL, batches, threshold
 
 _FOLD = object()   # a host whose lock is taken in its own first session, not in the lock pass
 _OWN = object()    # a host of an all-at-once rollout: it takes its lock itself (_lock_and_deploy)
+_BLOCKING = (ops.LOCKED, ops.FAILED)   # a host in one of these states stops the whole run
+
+
+def _not_deployed(blocker, state):
+    """What the other hosts say when `blocker` ended in a _BLOCKING state."""
+    return f"not deployed: {blocker} " + ("is locked" if state == ops.LOCKED else "cannot be deployed")
 
 
 class _Locks:
@@ -31,13 +37,13 @@ class _Locks:
         self.pending = set(names)
         self.first_done, self.all_done = threading.Event(), threading.Event()
         self.first_ok = False
-        self.blocker = self.why = None
+        self.blocker = self.refusal = None
         self._mutex = threading.Lock()
 
     def report(self, name, state):
         with self._mutex:
-            if state in (ops.LOCKED, ops.FAILED) and self.blocker is None:
-                self.blocker, self.why = name, "is locked" if state == ops.LOCKED else "cannot be deployed"
+            if state in _BLOCKING and self.blocker is None:
+                self.blocker, self.refusal = name, _not_deployed(name, state)
             if name == self.first:
                 self.first_ok = state != ops.LOCKED
                 self.first_done.set()
@@ -56,10 +62,10 @@ class _Locks:
         return self._wait(self.first_done) and self.first_ok
 
     def barrier(self):
-        """None once every host is locked (or unreachable); else why this host must stop."""
-        if not self._wait(self.all_done):
-            return "interrupted"
-        return f"not deployed: {self.blocker} {self.why}" if self.blocker else None
+        """None once every host is locked (or unreachable), or once a stop was asked for (the
+        run then stops on its own: executor.Runner.run); else why this host must stop."""
+        self._wait(self.all_done)
+        return self.refusal
 
 
 class Hold:
@@ -150,17 +156,17 @@ class Fleet:
             results[host.name] = result
             if locked:
                 held[host.name] = transport   # None: locked, connects again at its turn
-        if any(r.state in (ops.LOCKED, ops.FAILED) for r in results.values()):
-            blocker = next(n for n, r in results.items() if r.state in (ops.LOCKED, ops.FAILED))
-            why = "is locked" if results[blocker].state == ops.LOCKED else "cannot be deployed"
+        if any(r.state in _BLOCKING for r in results.values()):
+            blocker = next(n for n, r in results.items() if r.state in _BLOCKING)
+            message = _not_deployed(blocker, results[blocker].state)
             for host in ordered:
                 if host.name not in results:
                     results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
-                                                        message=f"not deployed: {blocker} {why}")
+                                                        message=message)
                 if host.name in held:
                     ops.release_lock(host, self.pipeline, release, self.operator, held.pop(host.name))
                     results[host.name] = ops.HostResult(host.name, release, state=ops.UNTOUCHED,
-                                                        message=f"not deployed: {blocker} {why}")
+                                                        message=message)
             return None, results
         return held, results
 
@@ -275,8 +281,8 @@ class Fleet:
         if host.name != locks.first and not locks.wait_first():
             if transport is not None:
                 transport.close()
-            why = "run interrupted" if self.stop.is_set() else f"{locks.first} is locked"
-            result = ops.HostResult(host.name, release, state=ops.UNTOUCHED, message=f"not deployed: {why}")
+            message = "not deployed: run interrupted" if self.stop.is_set() else _not_deployed(locks.first, ops.LOCKED)
+            result = ops.HostResult(host.name, release, state=ops.UNTOUCHED, message=message)
             locks.report(host.name, result.state)
             self.emit({"type": "host_end", "host": host.name, "result": result})
             return result

@@ -37,6 +37,7 @@ class Plan:
         self.prepare = next(s for s in steps if s.kind == "prepare")
         self.finalize = next(s for s in steps if s.kind == "finalize")
         self.body = [s for s in steps if s not in (self.lock, self.prepare, self.finalize)]
+        self.after = self.body + [self.finalize]   # what runs once lock and prepare passed
 
 
 def open_host(host, plan_steps, emit):
@@ -49,7 +50,7 @@ def open_host(host, plan_steps, emit):
     except TransportError:
         return None
     try:
-        Runner(transport, host, emit).start([plan.lock, plan.prepare], then=plan.body + [plan.finalize])
+        Runner(transport, host, emit).start([plan.lock, plan.prepare], then=plan.after)
     except TransportError:
         transport.close()
         return None
@@ -68,7 +69,10 @@ def lock_host(host, pipeline, release, operator, emit, plan_steps=None, transpor
     try:
         with HostSession(host, emit, operator, pipeline, transport=transport) as s:
             # The build's first commands wait in the same session (executor.Runner.run's then).
-            res = s.run([lock_step, plan.prepare] if plan else [lock_step], then=plan.body + [plan.finalize] if plan else None)
+            if plan:
+                res = s.run([lock_step, plan.prepare], then=plan.after)
+            else:
+                res = s.run([lock_step])
             result.steps.extend(res)
             result.executed = list(s.runner.executed)
             if res[0].status == "ok":
@@ -145,8 +149,7 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=
         res = [r for r in result.steps if r.kind == "prepare"]
         s.runner.facts.update(result.prepared)
     else:
-        res = s.run([plan.prepare] if prelocked else [plan.lock, plan.prepare], interruptible=True,
-                    then=plan.body + [plan.finalize])
+        res = s.run([plan.prepare] if prelocked else [plan.lock, plan.prepare], interruptible=True, then=plan.after)
         result.steps.extend(res)
     for r in res:
         if r.status == "ok":
@@ -178,10 +181,10 @@ def _deploy(s, host, pipeline, release, operator, result, plan, prelocked, hold=
     body = plan.body
     gone = None
     try:
-        res = s.run(body + [plan.finalize], interruptible=True, barrier=barrier)
+        res = s.run(plan.after, interruptible=True, barrier=barrier)
     except SessionLost as exc:
         res, gone = exc.results, exc
-    refused = s.runner.refused if s.runner.refused != "interrupted" else None   # the barrier's no
+    refused = s.runner.refused   # the fleet's barrier said no (a lock held elsewhere)
     finalized = res.pop()
     result.steps.extend(res)
     switch = next(i for i, st in enumerate(body) if kind_of(st).phase == "switch")
