@@ -31,6 +31,8 @@ FABRIC_CONNECTION_FLAGS = ("hosts", "identity", "ssh-config", "connect-timeout",
 class Program(fabric.main.Fab):
     """Fabric's `fab`, with argument errors reported as bad input (exit 2, the tool's words)."""
 
+    quick_exit = False   # set by adopt() on the `fab` process itself (execute)
+
     def parse_tasks(self):
         try:
             super().parse_tasks()
@@ -83,7 +85,7 @@ class Program(fabric.main.Fab):
         task has written its files and closed its connections by then, and its exit code is
         known: flush the output and exit with it. An exception that escapes the task (a bug) is
         left to Invoke and Python, so its traceback and exit code stay what they were."""
-        if not getattr(self, "quick_exit", False):
+        if not self.quick_exit:
             return super().execute()
         code = 0
         try:
